@@ -121,12 +121,12 @@ def trimmed_traceback(v: BaseException) -> list[str]:
     """Model frames only, plus the checker frame they called into."""
     frames = _frames(v.__cause__ if v.__cause__ is not None else v)
     keep = []
-    for i, fr in enumerate(frames):
+    prev_model = False
+    for fr in frames:
         internal = fr.filename.startswith(_INTERNAL) or "/greenlet/" in fr.filename
-        if not internal:
-            keep.append(fr)
-        elif keep and keep[-1] is frames[i - 1] and i > 0:
-            keep.append(fr)     # the first internal frame right after model code
+        if not internal or prev_model:
+            keep.append(fr)     # model frames, and the checker frame model code called
+        prev_model = not internal
     lines = []
     for fr in keep:
         lines.append(f'File "{format_site((fr.filename, fr.lineno, fr.name)).split(":")[0]}", '

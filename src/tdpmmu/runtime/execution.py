@@ -232,6 +232,7 @@ class Execution:
             return None
         self.step += 1
         if self.step > self.max_steps:
+            self.step = self.max_steps      # the step that would exceed it never happens
             raise Livelock(
                 f"execution exceeded its bound of {self.max_steps} steps without finishing",
                 [("tasks", ", ".join(f"{t.name} ({t.state})" for t in self.tasks))])

@@ -46,6 +46,8 @@ def label(op) -> str:
     name = getattr(obj, "name", None) if obj is not None else None
     if name is None:
         return verb
+    if name == "":
+        return f"{verb}()"
     if arg is None:
         return f"{verb}({name})"
     return f"{verb}({name}[{arg}])"

@@ -84,7 +84,8 @@ class RcuState:
     """Per-execution RCU state."""
 
     def __init__(self, ex):
-        self.name = "rcu"
+        #: empty: RCU operations print as "rcu_read_lock()"
+        self.name = ""
         self.readers = _Readers("rcu")
         #: queued callbacks: (fn, label, clock)
         self.pending: list = []

@@ -1,0 +1,337 @@
+"""The ``tdpmmu`` command line (click + rich).
+
+Exit codes (:class:`tdpmmu.ExitCode`): 0 nothing found, 1 violation found, 2 usage
+error (unknown scenario, malformed schedule, bad option, replay mismatch), 3 internal
+error (a bug in tdpmmu), 4 nondeterminism (a failure did not reproduce).
+
+Every command accepts ``--json`` and then prints exactly one JSON document on stdout.
+Errors are one line on stderr: ``tdpmmu: error: <what is wrong>``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+from .explore import ExitCode, explore, replay, shrink
+from .explore.engine import ExitReason
+from .report.text import render_failure, render_trace
+from .runtime import errors as E
+from .runtime.strategies import STRATEGIES
+from .scenarios import all_defects, all_scenarios, default_scenarios, get_defect, get_scenario
+
+LONG_SCHEDULE = 400
+FAILURE_DIR = "tdpmmu-failures"
+DEFAULT_BUDGET = 1000
+CHECK_STRATEGIES = ("pct", "random", "dfs")
+
+
+def _parse_params(items) -> dict:
+    out = {}
+    for it in items:
+        if "=" not in it:
+            raise E.UsageError(f"--param {it!r}: expected NAME=VALUE")
+        k, v = it.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def _schedule_file(f) -> str | None:
+    """Long schedules go to a file; returns its path (or None to print inline)."""
+    if len(f.schedule) <= LONG_SCHEDULE:
+        return None
+    os.makedirs(FAILURE_DIR, exist_ok=True)
+    path = os.path.join(FAILURE_DIR, f"{f.scenario}-{f.origin['category']}-{f.execution}.schedule")
+    with open(path, "w") as fh:
+        fh.write(f.schedule + "\n")
+    return path
+
+
+def _print_failures(result, verbose: bool):
+    for f in result.failures:
+        click.echo("")
+        click.echo(render_failure(f, verbose, _schedule_file(f)))
+
+
+def _strategy_options(strategy: str, depth, bound) -> dict:
+    opts = {}
+    if depth is not None:
+        if strategy != "pct":
+            raise E.UsageError("--depth applies to --strategy pct only")
+        opts["depth"] = depth
+    if bound is not None:
+        if strategy != "dfs":
+            raise E.UsageError("--bound applies to --strategy dfs only")
+        opts["preemption_bound"] = None if bound < 0 else bound
+    return opts
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="tdpmmu")
+def cli():
+    """Explore the concurrency of KVM x86's TDP MMU model.
+
+    \b
+    tdpmmu check                       the main job: every default scenario
+    tdpmmu explore sync-counter --defect counter-racy-rmw
+    tdpmmu replay SCENARIO --schedule v1:...
+    tdpmmu list
+    """
+
+
+@cli.command()
+@click.option("--budget", type=click.IntRange(1), default=DEFAULT_BUDGET, show_default=True,
+              help="schedules per scenario and strategy")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--scenario", "scenarios", multiple=True, help="only these scenarios (repeatable)")
+@click.option("--defect", "defects", multiple=True, help="re-introduce a named bug (repeatable)")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON document")
+@click.option("-v", "--verbose", is_flag=True, help="full interleavings in reports")
+def check(budget, seed, scenarios, defects, as_json, verbose):
+    """The main job: explore every default scenario with PCT, random walk and bounded
+    DFS; exit 0 only when nothing was found.
+
+    \b
+    tdpmmu check
+    tdpmmu check --budget 5000 --seed 7
+    tdpmmu check --defect counter-racy-rmw
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    from rich.table import Table
+
+    for d in defects:
+        get_defect(d)
+    chosen = [get_scenario(s) for s in scenarios] if scenarios else default_scenarios()
+    plan = []
+    for sc in chosen:
+        for st in CHECK_STRATEGIES:
+            if st == "dfs" and sc.dfs_bound is None:
+                continue
+            plan.append((sc, st))
+    err = Console(stderr=True)
+    results = []
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  console=err, transient=True, disable=as_json or not err.is_terminal) as prog:
+        total = prog.add_task("tdpmmu check", total=len(plan) * budget)
+        for sc, st in plan:
+            opts = {"preemption_bound": sc.dfs_bound} if st == "dfs" else {}
+            prog.update(total, description=f"{sc.name} [{st}]")
+            base = prog.tasks[0].completed
+
+            def progress(done, found, base=base):
+                prog.update(total, completed=base + done)
+            r = explore(sc.name, strategy=st, schedules=budget, seed=seed, defects=defects,
+                        strategy_options=opts, progress=progress)
+            prog.update(total, completed=base + budget)
+            results.append(r)
+    code = max((r.exit_code for r in results), default=ExitCode.OK)
+    if as_json:
+        click.echo(json.dumps({"schema": 1, "budget": budget, "seed": seed,
+                               "defects": list(defects), "exit_code": int(code),
+                               "runs": [r.to_dict() for r in results]}, indent=2))
+        return code
+    table = Table(title=f"tdpmmu check (budget {budget}, seed {seed})")
+    for col in ("scenario", "strategy", "schedules", "steps", "violations", "status"):
+        table.add_column(col, justify="right" if col in ("schedules", "steps", "violations") else "left")
+    for r in results:
+        status = "exhausted" if r.exit_reason is ExitReason.EXHAUSTED else "budget"
+        nv = len(r.failures)
+        table.add_row(r.scenario, r.strategy, str(r.executions), str(r.steps),
+                      f"[red]{nv}[/red]" if nv else "0", status)
+    Console().print(table)
+    for r in results:
+        _print_failures(r, verbose)
+    n = sum(len(r.failures) for r in results)
+    click.echo("" if n else "no violations found")
+    if n:
+        click.echo(f"{n} violation(s) found")
+    return code
+
+
+@cli.command("explore")
+@click.argument("scenario")
+@click.option("--strategy", type=click.Choice(sorted(STRATEGIES)), default="pct", show_default=True)
+@click.option("--schedules", type=click.IntRange(1), default=DEFAULT_BUDGET, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--defect", "defects", multiple=True, help="re-introduce a named bug (repeatable)")
+@click.option("--param", "params", multiple=True, help="scenario parameter NAME=VALUE (repeatable)")
+@click.option("--depth", type=click.IntRange(1), default=None, help="PCT depth d (default 3)")
+@click.option("--bound", type=int, default=None, help="DFS preemption bound (-1: unbounded)")
+@click.option("--max-steps", type=click.IntRange(1), default=None, help="step bound per execution")
+@click.option("--no-shrink", is_flag=True, help="report failures as found")
+@click.option("--stop-on-first", is_flag=True, help="stop at the first distinct failure")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("-v", "--verbose", is_flag=True)
+def explore_cmd(scenario, strategy, schedules, seed, defects, params, depth, bound, max_steps,
+                no_shrink, stop_on_first, as_json, verbose):
+    """Explore one scenario; print each distinct failure (shrunk).
+
+    \b
+    tdpmmu explore sync-rcu-pointer --defect rcu-reader-unlocked
+    tdpmmu explore sync-counter --strategy dfs --bound -1 --param incs=3
+    """
+    r = explore(scenario, strategy=strategy, schedules=schedules, seed=seed,
+                params=_parse_params(params), defects=defects, max_steps=max_steps,
+                shrink=not no_shrink, stop_on_first=stop_on_first,
+                strategy_options=_strategy_options(strategy, depth, bound))
+    if as_json:
+        click.echo(json.dumps(r.to_dict(), indent=2))
+        return r.exit_code
+    click.echo(f"{r.scenario}: {r.executions} schedules with {r.strategy} (seed {r.seed}), "
+               f"{r.steps} steps: {r.exit_reason.value}; "
+               f"{len(r.failures)} distinct failure(s)")
+    _print_failures(r, verbose)
+    return r.exit_code
+
+
+def _read_schedule(schedule, schedule_file) -> str:
+    if (schedule is None) == (schedule_file is None):
+        raise E.UsageError("give exactly one of --schedule and --schedule-file")
+    if schedule_file is not None:
+        try:
+            with open(schedule_file) as fh:
+                return fh.read().strip()
+        except OSError as e:
+            raise E.UsageError(f"cannot read schedule file {schedule_file}: {e.strerror}") from None
+    return schedule
+
+
+_schedule_opts = [
+    click.option("--schedule", default=None, help="schedule string v1:..."),
+    click.option("--schedule-file", default=None, help="file holding the schedule string"),
+    click.option("--defect", "defects", multiple=True),
+    click.option("--param", "params", multiple=True),
+    click.option("--max-steps", type=click.IntRange(1), default=None),
+    click.option("--json", "as_json", is_flag=True),
+    click.option("-v", "--verbose", is_flag=True),
+]
+
+
+def _with_schedule_opts(fn):
+    for opt in reversed(_schedule_opts):
+        fn = opt(fn)
+    return fn
+
+
+@cli.command("replay")
+@click.argument("scenario")
+@_with_schedule_opts
+def replay_cmd(scenario, schedule, schedule_file, defects, params, max_steps, as_json, verbose):
+    """Replay a recorded schedule step by step; print its trace or its failure.
+
+    \b
+    tdpmmu replay sync-counter --defect counter-racy-rmw --schedule v1:...
+    """
+    text = _read_schedule(schedule, schedule_file)
+    r = replay(scenario, text, params=_parse_params(params), defects=defects, max_steps=max_steps)
+    if as_json:
+        click.echo(json.dumps(r.to_dict(), indent=2))
+        return r.exit_code
+    if r.failure is not None:
+        click.echo(render_failure(r.failure, verbose, _schedule_file(r.failure)))
+    else:
+        click.echo(render_trace(r.trace, r.tasks))
+        click.echo(f"\n{r.scenario}: {r.steps} steps, {r.preemptions} preemptions, no violation")
+    return r.exit_code
+
+
+@cli.command("shrink")
+@click.argument("scenario")
+@_with_schedule_opts
+def shrink_cmd(scenario, schedule, schedule_file, defects, params, max_steps, as_json, verbose):
+    """Shrink a failing schedule (fewer preemptions, fewer steps, same failure)."""
+    text = _read_schedule(schedule, schedule_file)
+    f = shrink(scenario, text, params=_parse_params(params), defects=defects, max_steps=max_steps)
+    if as_json:
+        click.echo(f.to_json())
+    else:
+        click.echo(render_failure(f, verbose, _schedule_file(f)))
+    return ExitCode.NONDETERMINISM if f.nondeterministic else ExitCode.VIOLATION
+
+
+def _violation_classes():
+    out = []
+    stack = [E.Violation]
+    while stack:
+        k = stack.pop(0)
+        if k is not E.Violation:
+            fam = next(b for b in k.__mro__ if E.Violation in b.__bases__)
+            out.append({"name": k.__name__, "family": fam.__name__, "summary": k.summary})
+        stack.extend(k.__subclasses__())
+    return out
+
+
+@cli.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def list_cmd(as_json):
+    """List scenarios, defects and the violation classes the checkers report."""
+    scs = [s.to_dict() for s in all_scenarios()]
+    dfs = [d.to_dict() for d in all_defects()]
+    vs = _violation_classes()
+    if as_json:
+        click.echo(json.dumps({"schema": 1, "scenarios": scs, "defects": dfs, "violations": vs},
+                              indent=2))
+        return ExitCode.OK
+    from rich.console import Console
+    from rich.table import Table
+    con = Console()
+    t = Table(title="scenarios")
+    for c in ("name", "parameters", "default", "description"):
+        t.add_column(c)
+    for s in scs:
+        t.add_row(s["name"], ", ".join(f"{k}={v}" for k, v in s["params"].items()),
+                  "yes" if s["default"] else "no", s["description"])
+    con.print(t)
+    t = Table(title="defects")
+    for c in ("name", "expected", "scenarios", "title"):
+        t.add_column(c)
+    for d in dfs:
+        t.add_row(d["name"], d["expected"], ", ".join(d["scenarios"]), d["title"])
+    con.print(t)
+    t = Table(title="violation classes (oracles and checkers)")
+    for c in ("class", "family", "meaning"):
+        t.add_column(c)
+    for v in vs:
+        t.add_row(v["name"], v["family"], v["summary"])
+    con.print(t)
+    return ExitCode.OK
+
+
+def main(argv=None) -> int:
+    """Run the CLI; returns the exit code (the console script exits with it)."""
+    try:
+        rv = cli.main(args=argv, prog_name="tdpmmu", standalone_mode=False)
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.exceptions.Abort:
+        click.echo("tdpmmu: aborted", err=True)
+        return 130
+    except click.UsageError as e:
+        click.echo(f"tdpmmu: error: {e.format_message()}", err=True)
+        return int(ExitCode.USAGE_ERROR)
+    except click.ClickException as e:
+        click.echo(f"tdpmmu: error: {e.format_message()}", err=True)
+        return int(ExitCode.USAGE_ERROR)
+    except E.UsageError as e:
+        click.echo(f"tdpmmu: error: {e}", err=True)
+        return int(ExitCode.USAGE_ERROR)
+    except E.ModelInternalError as e:
+        click.echo(f"tdpmmu: {e}", err=True)
+        return int(ExitCode.INTERNAL_ERROR)
+    except Exception as e:  # noqa: BLE001 - anything else is our own bug
+        if os.environ.get("TDPMMU_DEBUG"):
+            raise
+        click.echo(f"tdpmmu: internal error in tdpmmu - please file a bug: "
+                   f"{type(e).__name__}: {e} (set TDPMMU_DEBUG=1 for the traceback)", err=True)
+        return int(ExitCode.INTERNAL_ERROR)
+    if rv is None:
+        return int(ExitCode.OK)
+    return int(rv)
+
+
+def console_main() -> None:
+    sys.exit(main())
