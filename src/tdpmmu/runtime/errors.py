@@ -52,6 +52,12 @@ class InvariantViolation(Violation):
     summary = "an invariant or oracle of the scenario does not hold"
 
 
+class KernelWarning(Violation):
+    """One of the kernel's own WARN_ON / KVM_BUG_ON / BUG checks fired in the model."""
+
+    summary = "a WARN_ON/KVM_BUG_ON/BUG that the kernel itself has fired in the model"
+
+
 class Oops(Violation):
     """An unexpected Python exception escaped model or scenario code (a kernel oops)."""
 

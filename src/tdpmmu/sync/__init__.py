@@ -10,7 +10,7 @@ from .alloc import (GFP_ATOMIC, GFP_KERNEL, GFP_NOWAIT, alloc_page, assert_no_le
                     free_page, kfree, kzalloc, leak_check)
 from .atomic import (MASK64, POISON, READ_ONCE, WRITE_ONCE, Atomic64, Words, cmpxchg,  # noqa: F401
                      smp_load_acquire, smp_store_release, try_cmpxchg, xchg)
-from .lockdep import (in_atomic, lockdep_assert_held, lockdep_assert_held_read,  # noqa: F401
+from .lockdep import (in_atomic, lockdep_assert_held, lockdep_assert_in_rcu_read_lock, lockdep_assert_held_read,  # noqa: F401
                       lockdep_assert_held_write, lockdep_assert_not_held, lockdep_is_held,
                       lockdep_is_held_type, might_sleep)
 from .locks import (Mutex, RwLock, SpinLock, cond_resched, cond_resched_rwlock_read,  # noqa: F401

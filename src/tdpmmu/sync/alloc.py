@@ -41,14 +41,16 @@ def _allocator() -> PageAllocator:
     return traps.execution_state("page_alloc", PageAllocator)
 
 
-def alloc_page(name: str, nwords: int = 512, gfp: str = GFP_KERNEL) -> Words:
-    """Allocate a zeroed page of ``nwords`` words named ``<name>#<pfn>``."""
+def alloc_page(name: str, nwords: int = 512, gfp: str = GFP_KERNEL, init: int = 0,
+               u64: bool = False) -> Words:
+    """Allocate a page of ``nwords`` words (all ``init``) named ``<name>#<pfn>``;
+    ``u64`` stores them in an ``array('Q')`` (see :class:`Words`)."""
     if gfp == GFP_KERNEL:
         lockdep.might_sleep(f"alloc_page({gfp})")
     a = _allocator()
     pfn = a.next_pfn
     a.next_pfn += 1
-    page = Words(f"{name}#{pfn}", nwords, 0)
+    page = Words(f"{name}#{pfn}", nwords, init, u64=u64)
     page.alloc_info = AllocInfo()
     a.live[pfn] = page
     a.total_allocs += 1

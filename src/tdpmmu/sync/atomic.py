@@ -27,6 +27,8 @@ reference (an RCU-protected pointer), compared by identity/equality in cmpxchg.
 
 from __future__ import annotations
 
+from array import array
+
 from ..runtime import traps
 from ..runtime.errors import UseAfterFree
 from ..runtime.ops import PLAIN_READ, PLAIN_WRITE, READ, RMW, WRITE
@@ -59,9 +61,12 @@ class Words:
     __slots__ = ("name", "vals", "freed", "alloc_info", "free_info", "members", "_shadow",
                  "_sync", "_race", "pfn")
 
-    def __init__(self, name: str, n: int = 1, init=0, owner: "Words | None" = None):
+    def __init__(self, name: str, n: int = 1, init=0, owner: "Words | None" = None,
+                 u64: bool = False):
         self.name = name
-        self.vals = [init] * n
+        #: a list (any values), or with ``u64`` an ``array('Q')`` of 64-bit ints that
+        #: numpy can view without copying (``numpy.frombuffer``) for vectorised range work
+        self.vals = array("Q", [init]) * n if u64 else [init] * n
         #: Invariant: once True, every access raises UseAfterFree.  Written by free_page.
         self.freed = False
         self.alloc_info: AllocInfo | None = None

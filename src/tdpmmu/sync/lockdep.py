@@ -108,7 +108,7 @@ def lock_acquire(lock, mode: str, trylock: bool = False) -> None:
     """About to acquire ``lock`` in ``mode``: check recursion and lock order."""
     ts = cur_state()
     for h in ts.held:
-        if h.lock is lock:
+        if h.lock is lock and not trylock:    # a trylock on a held lock just fails
             v = RecursiveLocking(
                 f"possible recursive locking: {ts.name} takes {lock.name} ({mode}) "
                 f"while already holding it ({h.mode})")
@@ -214,6 +214,15 @@ def lockdep_assert_held_write(lock) -> None:
     _not_held(lock, "_write")
 
 
+def lockdep_assert_in_rcu_read_lock() -> None:
+    ts = cur_state()
+    if not ts.rcu_nesting:
+        v = LockNotHeld(f"lockdep_assert_in_rcu_read_lock() failed in {_caller_function()}: "
+                        f"{ts.name} is not inside rcu_read_lock()")
+        v.add_evidence("held", f"{ts.name}: {_held_desc(ts)}")
+        raise v
+
+
 def lockdep_assert_not_held(lock) -> None:
     ts = cur_state()
     for h in ts.held:
@@ -234,10 +243,14 @@ def in_atomic() -> bool:
     return False
 
 
-def might_sleep(what: str) -> None:
-    """``what`` may sleep: the current task must not hold a spinning lock or RCU."""
+def might_sleep(what: str, except_lock=None) -> None:
+    """``what`` may sleep: the current task must not hold a spinning lock or RCU.
+
+    ``except_lock`` is a lock the sleeping call itself drops first (the rwlock of
+    cond_resched_rwlock_read/_write, which allow only that lock to be held).
+    """
     ts = cur_state()
-    bad = [h for h in ts.held if not h.lock.sleeping]
+    bad = [h for h in ts.held if not h.lock.sleeping and h.lock is not except_lock]
     if not bad and not ts.rcu_nesting:
         return
     reason = []

@@ -231,6 +231,7 @@ class RwLock(_Lock):
         Returns: True if the lock was dropped and re-taken (the caller must revalidate).
         """
         lockdep.lockdep_assert_held_read(self)
+        lockdep.might_sleep(f"cond_resched_rwlock_read({self.name})", except_lock=self)
         if self.rwlock_needbreak() or need_resched():
             self.read_unlock()
             traps.yield_now(_COND_RESCHED)
@@ -241,6 +242,7 @@ class RwLock(_Lock):
     def cond_resched_rwlock_write(self) -> bool:
         """Requires: ``self`` held for write.  Returns: True if it was dropped and re-taken."""
         lockdep.lockdep_assert_held_write(self)
+        lockdep.might_sleep(f"cond_resched_rwlock_write({self.name})", except_lock=self)
         if self.rwlock_needbreak() or need_resched():
             self.write_unlock()
             traps.yield_now(_COND_RESCHED)

@@ -94,6 +94,8 @@ class RcuState:
         self.gp_task = None
         self.gp_idle = False
         self.barrier_waiters: list = []
+        #: every invoked callback releases into it; rcu_barrier acquires it on return
+        self.barrier_clock = SyncClock()
         self.gp_count = 0
         self._lock_op = (SYNC, self, "rcu_read_lock", None)
         self._unlock_op = (SYNC, self, "rcu_read_unlock", None)
@@ -232,6 +234,7 @@ def rcu_barrier() -> None:
     while st.completed < target:
         st.barrier_waiters.append(traps.current_task())
         traps.block(f"rcu_barrier: {target - st.completed} callback(s) pending")
+    st.barrier_clock.acquire()
 
 
 def rcu_pending_callbacks() -> int:
@@ -257,6 +260,7 @@ def _gp_kthread() -> None:
             clock.acquire()
             fn()
             st.completed += 1
+            st.barrier_clock.release()
             ws = st.barrier_waiters
             if ws:
                 st.barrier_waiters = []

@@ -1,0 +1,199 @@
+"""struct kvm, struct kvm_vcpu, memslots and the VM statistics.
+
+Mirrors: include/linux/kvm_host.h and arch/x86/include/asm/kvm_host.h, the fields the
+TDP MMU uses.  Part 1 of the model has a minimal memslot layer: slots are created per
+address space with a backing page size (4K/2M/1G) that caps the mapping level; part 2
+adds delete/move/flags.
+
+Guest memory is backed by *host pfns* in a region of its own (from ``HOST_PFN_BASE``),
+aligned so that each slot can be mapped with huge pages up to its backing size.  Page
+tables get their pfns from the page allocator (small numbers), so a leaf SPTE and a
+non-leaf SPTE never point into the same range.
+
+Statistics are the kernel's names (``pages_4k``, ``pages_2m``, ``pages_1g``,
+``remote_tlb_flush``, ``remote_tlb_flush_requests``, ``nx_lpage_splits``; per vCPU
+``pf_taken``, ``pf_fixed``, ``pf_spurious``, ``pf_emulate``, ``pf_fast``,
+``pf_mmio_spte_created``).  Deviates: the kernel updates them with atomic64 adds, which
+commute; the model updates plain ints without a scheduling point.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..sync import Mutex, RwLock, SpinLock, SrcuStruct, Words
+from ..sync.rculist import RcuList
+from . import spte as S
+
+KVM_ADDRESS_SPACE_NUM = 2
+HOST_PFN_BASE = 1 << 24          # 64 GiB: above every page-table pfn the allocator hands out
+HOST_PFN_ALIGN = 1 << 18         # 1 GiB in 4K pages
+
+# vCPU requests (kvm_host.h / x86 kvm_host.h), as bits of vcpu.requests
+KVM_REQ_TLB_FLUSH = 1 << 0
+KVM_REQ_MMU_FREE_OBSOLETE_ROOTS = 1 << 1
+KVM_REQ_NAMES = {KVM_REQ_TLB_FLUSH: "KVM_REQ_TLB_FLUSH",
+                 KVM_REQ_MMU_FREE_OBSOLETE_ROOTS: "KVM_REQ_MMU_FREE_OBSOLETE_ROOTS"}
+
+KVM_MEM_LOG_DIRTY_PAGES = 1 << 0
+KVM_MEM_READONLY = 1 << 1
+
+
+@dataclass
+class KvmVmStat:
+    pages_4k: int = 0
+    pages_2m: int = 0
+    pages_1g: int = 0
+    remote_tlb_flush: int = 0
+    remote_tlb_flush_requests: int = 0
+    nx_lpage_splits: int = 0
+    mmu_shadow_zapped: int = 0
+
+    def pages(self, level: int) -> int:
+        return (self.pages_4k, self.pages_2m, self.pages_1g)[level - 1]
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class KvmVcpuStat:
+    pf_taken: int = 0
+    pf_fixed: int = 0
+    pf_spurious: int = 0
+    pf_emulate: int = 0
+    pf_fast: int = 0
+    pf_retry: int = 0
+    pf_mmio_spte_created: int = 0
+
+
+@dataclass
+class KvmMemorySlot:
+    """struct kvm_memory_slot (what the TDP MMU needs)."""
+
+    as_id: int
+    id: int
+    base_gfn: int
+    npages: int
+    #: first host pfn backing base_gfn
+    host_pfn: int
+    #: largest page size of the host backing (PG_LEVEL_4K/2M/1G): caps the mapping level
+    backing_level: int = S.PG_LEVEL_4K
+    flags: int = 0
+
+    def contains(self, gfn: int) -> bool:
+        return self.base_gfn <= gfn < self.base_gfn + self.npages
+
+    def gfn_to_pfn(self, gfn: int) -> int:
+        return self.host_pfn + (gfn - self.base_gfn)
+
+    def dirty_logging(self) -> bool:
+        return bool(self.flags & KVM_MEM_LOG_DIRTY_PAGES)
+
+    def readonly(self) -> bool:
+        return bool(self.flags & KVM_MEM_READONLY)
+
+    def max_mapping_level(self, gfn: int) -> int:
+        """Largest level whose aligned range around ``gfn`` lies in the slot and is
+        backed by one host page of that size (the lpage_info disallow counts and
+        host_pfn_mapping_level, combined)."""
+        level = self.backing_level
+        while level > S.PG_LEVEL_4K:
+            n = S.KVM_PAGES_PER_HPAGE(level)
+            start = S.gfn_round_for_level(gfn, level)
+            if (start >= self.base_gfn and start + n <= self.base_gfn + self.npages
+                    and (self.gfn_to_pfn(start) % n) == 0):
+                return level
+            level -= 1
+        return S.PG_LEVEL_4K
+
+
+@dataclass
+class KvmArch:
+    tdp_mmu_roots: RcuList = None
+    tdp_mmu_pages_lock: SpinLock = None
+    #: linked non-root TDP page tables (kvm->arch.tdp_mmu_pages, atomic64)
+    tdp_mmu_pages: int = 0
+    possible_nx_huge_pages: list = field(default_factory=list)
+    mmu_valid_gen: int = 0
+    disable_nx_huge_pages: bool = False
+
+
+class Kvm:
+    """struct kvm for one VM.  Build with :func:`tdpmmu.mmu.kvm_create_vm`."""
+
+    def __init__(self, *, masks: S.SpteMasks = S.EPT, root_level: int = 4,
+                 nx_huge_pages: bool = False, name: str = "kvm"):
+        self.name = name
+        self.masks = masks
+        #: TDP root level: 4, or 5 with 5-level paging (MAXPHYADDR > 48)
+        self.root_level = root_level
+        self.nx_huge_page_workaround_enabled = nx_huge_pages
+        self.mmu_lock = RwLock("mmu_lock")
+        self.slots_lock = Mutex("slots_lock")
+        self.srcu = SrcuStruct("kvm->srcu")
+        self.arch = KvmArch()
+        self.arch.tdp_mmu_pages_lock = SpinLock("tdp_mmu_pages_lock")
+        self.arch.tdp_mmu_roots = RcuList("tdp_mmu_roots", self.arch.tdp_mmu_pages_lock,
+                                          reader_lock=self.mmu_lock)
+        self.memslots: list[list[KvmMemorySlot]] = [[] for _ in range(KVM_ADDRESS_SPACE_NUM)]
+        self.memslots_generation = 0
+        self.vcpus: list = []
+        self.stat = KvmVmStat()
+        #: page_private: pfn of a page table -> its kvm_mmu_page
+        self.pt_by_pfn: dict[int, object] = {}
+        self.mmu_invalidate_seq = Words("mmu_invalidate_seq")
+        self.mmu_invalidate_in_progress = 0
+        self.users_count = 1
+        #: set once kvm_destroy_vm has started (lock assertions that the kernel waives
+        #: during destruction check it)
+        self.dying = False
+        self.created_vcpus = 0
+        #: hook for the hardware model: called with (kvm) by kvm_flush_remote_tlbs
+        self.flush_hooks: list = []
+
+    def __repr__(self) -> str:
+        return f"<Kvm {self.name}>"
+
+    # -- memslots (part 1: creation only) ------------------------------------------
+
+    def gfn_to_memslot(self, as_id: int, gfn: int):
+        for slot in self.memslots[as_id]:
+            if slot.contains(gfn):
+                return slot
+        return None
+
+
+class KvmVcpu:
+    """struct kvm_vcpu with its MMU state (arch.mmu) and its hardware TLB."""
+
+    def __init__(self, kvm: Kvm, vcpu_id: int):
+        self.kvm = kvm
+        self.vcpu_id = vcpu_id
+        self.name = f"vcpu{vcpu_id}"
+        #: in System Management Mode: the MMU uses the as_id 1 root
+        self.smm = False
+        #: arch.mmu->root: the loaded root (kvm_mmu_page) or None (INVALID_PAGE)
+        self.root = None
+        #: requests (kvm_make_request / kvm_check_request), set by other tasks
+        self.requests = Words(f"{self.name}.requests")
+        self.stat = KvmVcpuStat()
+        #: the hardware model (hw.py) attaches the TLB here
+        self.tlb = None
+        #: in guest mode (between VM entry and VM exit)
+        self.in_guest = False
+        self.guest_exit_waiters: list = []
+        #: memory caches topped up before mmu_lock (mmu_topup_memory_caches)
+        self.mmu_page_cache: list = []
+
+    def __repr__(self) -> str:
+        return f"<vcpu {self.vcpu_id}>"
+
+    @property
+    def as_id(self) -> int:
+        return 1 if self.smm else 0
+
+    def root_role(self):
+        from .mmu_internal import KvmMmuPageRole
+        return KvmMmuPageRole(level=self.kvm.root_level, smm=1 if self.smm else 0,
+                              ad_disabled=not self.kvm.masks.ad_enabled)
