@@ -151,6 +151,10 @@ class Kvm:
         self.created_vcpus = 0
         #: hook for the hardware model: called with (kvm) by kvm_flush_remote_tlbs
         self.flush_hooks: list = []
+        #: every SPTE of a range walk is its own step (else runs of non-present entries
+        #: are scanned in one step: see tdp_mmu.py's deviations)
+        self.fine_grained = False
+        self.mmu_invalidate_range = (1 << 64, 0)
 
     def __repr__(self) -> str:
         return f"<Kvm {self.name}>"
@@ -180,8 +184,8 @@ class KvmVcpu:
         self.stat = KvmVcpuStat()
         #: the hardware model (hw.py) attaches the TLB here
         self.tlb = None
-        #: in guest mode (between VM entry and VM exit)
-        self.in_guest = False
+        #: vcpu->mode: IN_GUEST_MODE between VM entry and exit (read by requesters)
+        self.mode = Words(f"{self.name}.mode")
         self.guest_exit_waiters: list = []
         #: memory caches topped up before mmu_lock (mmu_topup_memory_caches)
         self.mmu_page_cache: list = []

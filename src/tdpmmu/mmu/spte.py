@@ -41,7 +41,8 @@ Kernel names are preserved.  Deviations from the kernel, all deliberate:
   :func:`make_spte` (the predicates still understand it).  The NX huge-page mitigation
   (``is_nx_huge_page_enabled``) is the boolean ``nx_huge_page_workaround``.  The
   effective ``role.ad_disabled`` is ``ad_disabled or not m.ad_enabled`` because a TDP
-  root's role has ``ad_disabled = !kvm_ad_enabled``.  ``shadow_me_value`` is applied
+  root's role has ``ad_disabled = !kvm_ad_enabled``; asking for A/D-disabled SPTEs
+  with NPT masks raises ``ValueError`` (bits 53:52 stay 0 on non-EPT SPTEs).  ``shadow_me_value`` is applied
   to every pfn (no host-MMIO pfn detection).  Dirty logging (``mark_page_dirty_in_slot``)
   and the host-MMIO tracking tail are left to the caller.
 * **Warnings.**  ``KVM_MMU_WARN_ON``/``WARN_ONCE`` checks inside predicates are not
@@ -598,7 +599,8 @@ def make_spte(*, level: int, gfn: int, pfn: int, pte_access: int = ACC_ALL,
 
     ``gfn`` is only range-checked.  Raises ``ValueError`` for a level outside 1..1G,
     a pfn that does not fit or is not aligned to the level (the reserved-bit WARN of
-    step 8), or a memtype outside ``m.memtype_mask``.
+    step 8), a memtype outside ``m.memtype_mask``, or ``ad_disabled`` with a flavour
+    that has no access-track form (NPT SPTEs never carry AD-type bits).
     """
     _check_level(level, KVM_MAX_HUGEPAGE_LEVEL)
     _check_pfn("pfn", pfn)

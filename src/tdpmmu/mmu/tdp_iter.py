@@ -171,12 +171,45 @@ def tdp_iter_next(iter: TdpIter) -> None:
 
 
 def for_each_tdp_pte_min_level(kvm, root, min_level: int, start: int, end: int):
-    """Walk every SPTE of ``root`` covering [start, end), down to ``min_level``."""
+    """Walk every SPTE of ``root`` covering [start, end), down to ``min_level``.
+
+    Unless ``kvm.fine_grained``, a run of non-present entries of one table is read in
+    one step (every caller skips non-present entries of a range walk).
+    """
     it = TdpIter(kvm)
     tdp_iter_start(it, root, min_level, start)
+    coarse = not kvm.fine_grained
     while it.valid and it.gfn < end:
         yield it
         tdp_iter_next(it)
+        if coarse and it.valid and not it.yielded:
+            _skip_nonpresent_run(it, end)
+
+
+def _skip_nonpresent_run(it: TdpIter, end: int) -> None:
+    """Scan, as one step, the non-present entries after the current non-present one;
+    leave the iterator on the last of them (the next side step reads the next entry)."""
+    v = it.old_spte
+    if v & S.SPTE_MMU_PRESENT_MASK or v == S.FROZEN_SPTE:
+        return
+    vals = it.pt.vals
+    step = S.KVM_PAGES_PER_HPAGE(it.level)
+    j = it.idx
+    gfn = it.gfn
+    last = S.SPTE_ENT_PER_PAGE - 1
+    while j < last and gfn + step < end:
+        nv = vals[j + 1]
+        if nv & S.SPTE_MMU_PRESENT_MASK or nv == S.FROZEN_SPTE:
+            break
+        j += 1
+        gfn += step
+    if j - it.idx < 2:
+        return
+    it.pt.read_once(j)          # one step for the run (and the use-after-free check)
+    it.idx = j
+    it.gfn = gfn
+    it.next_last_level_gfn = gfn
+    it.old_spte = vals[j]
 
 
 def for_each_tdp_pte(kvm, root, start: int, end: int):

@@ -284,6 +284,32 @@ class DFS(Strategy):
         return self._frame(options, costs, False)
 
 
+class FreeRun(Strategy):
+    """Never preempt: keep running the current task until it blocks, yields or finishes,
+    then take the lowest-numbered runnable task (after a yield, the next one in id order).
+
+    This is a plain sequential run, not an exploration.  Because it never switches at a
+    scheduling point, model code may collapse a range of per-entry steps into one
+    vectorised step while it runs (``traps.free_run()``); that is how the model's
+    performance figures are measured.
+    """
+
+    name = "freerun"
+    free_run = True
+
+    def next_task(self, runnable, current, yielding):
+        if current in runnable and not yielding:
+            return current
+        if yielding:
+            later = [t for t in runnable if t.id > current.id]
+            if later:
+                return later[0]
+        return runnable[0]
+
+    def next_value(self, n: int, label: str, preemptive: bool) -> int:
+        return 0
+
+
 class Replay(Strategy):
     """Replay a recorded schedule, checking every step.
 
@@ -366,6 +392,7 @@ STRATEGIES = {
     "pct": PCT,
     "dfs": DFS,
     "timeslice": Timeslice,
+    "freerun": FreeRun,
 }
 
 

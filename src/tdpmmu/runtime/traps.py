@@ -156,6 +156,12 @@ def param(name: str, default=None):
     return _ex().params.get(name, default)
 
 
+def free_run() -> bool:
+    """Whether the strategy never preempts (so a range of steps may be done as one)."""
+    ex = _EX
+    return ex is not None and getattr(ex.strategy, "free_run", False)
+
+
 def tracing() -> bool:
     ex = _EX
     return ex is not None and ex.tracing

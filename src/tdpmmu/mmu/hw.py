@@ -1,0 +1,173 @@
+"""The hardware: per-vCPU TLBs, the page walker with its A/D-bit assists, guest accesses.
+
+A guest access (read, write or instruction fetch at a GPA, in normal mode or SMM)
+goes: enter guest mode (handling pending requests, loading a root if needed) ->
+TLB lookup -> hardware walk of the loaded root -> on a missing or insufficient
+translation an EPT violation / NPF exit -> ``kvm_mmu_page_fault`` -> retry.
+
+The walker is ordinary model code running as its own scheduling points: every SPTE
+it reads is a READ_ONCE, and setting the Accessed/Dirty bits is an atomic OR (the
+hardware uses locked RMWs), so it races with software exactly where the kernel says
+it can (hence xchg for volatile SPTEs).  It is not an RCU reader: what keeps a walk
+off freed page tables is that remote TLB flushes and KVM_REQ_* requests with WAIT
+wait for vCPUs to leave guest mode.
+
+A TLB caches the final translation of a walk (gfn at the leaf's level -> pfn,
+writable, executable) until the vCPU flushes it (KVM_REQ_TLB_FLUSH, or loading a new
+root).  Deviates: no paging-structure caches; a TLB is tagged by nothing (each vCPU
+flushes on root load, as KVM does).
+"""
+
+from __future__ import annotations
+
+from ..runtime.errors import InvariantViolation
+from ..runtime.ops import READ, WRITE
+from ..sync import srcu_read_lock, srcu_read_unlock
+from . import spte as S
+from .kvm import KVM_REQ_MMU_FREE_OBSOLETE_ROOTS, KVM_REQ_TLB_FLUSH, KvmVcpu
+from .mmu import (IN_GUEST_MODE, OUTSIDE_GUEST_MODE, kvm_check_request,
+                  kvm_mmu_free_obsolete_roots, kvm_mmu_page_fault, kvm_mmu_reload,
+                  kvm_mmu_unload)
+from .mmu_internal import PFERR_FETCH_MASK, PFERR_PRESENT_MASK, PFERR_WRITE_MASK
+
+READ_ACCESS = "r"
+WRITE_ACCESS = "w"
+EXEC_ACCESS = "x"
+MAX_ACCESS_ATTEMPTS = 64
+
+
+class TlbEntry:
+    __slots__ = ("gfn", "level", "pfn", "writable", "executable", "as_id")
+
+    def __init__(self, gfn, level, pfn, writable, executable, as_id):
+        self.gfn = gfn
+        self.level = level
+        self.pfn = pfn
+        self.writable = writable
+        self.executable = executable
+        self.as_id = as_id
+
+    def __repr__(self) -> str:
+        return (f"<tlb gfn={self.gfn:#x} {S.level_name(self.level)} pfn={self.pfn:#x}"
+                f"{' W' if self.writable else ''}{' X' if self.executable else ''}>")
+
+
+class Tlb:
+    """One vCPU's TLB: translations by (level-aligned gfn, level)."""
+
+    def __init__(self, vcpu: KvmVcpu):
+        self.vcpu = vcpu
+        self.entries: dict[tuple[int, int], TlbEntry] = {}
+        self.flushes = 0
+
+    def lookup(self, gfn: int) -> TlbEntry | None:
+        for level in (S.PG_LEVEL_4K, S.PG_LEVEL_2M, S.PG_LEVEL_1G):
+            e = self.entries.get((S.gfn_round_for_level(gfn, level), level))
+            if e is not None:
+                return e
+        return None
+
+    def insert(self, e: TlbEntry) -> None:
+        self.entries[(e.gfn, e.level)] = e
+
+    def flush(self) -> None:
+        self.entries.clear()
+        self.flushes += 1
+
+
+def _allowed(e: TlbEntry, access: str) -> bool:
+    if access == WRITE_ACCESS:
+        return e.writable
+    if access == EXEC_ACCESS:
+        return e.executable
+    return True
+
+
+def vcpu_enter_guest(vcpu: KvmVcpu) -> None:
+    """Handle requests, make sure a root is loaded, enter guest mode."""
+    while True:
+        if kvm_check_request(KVM_REQ_MMU_FREE_OBSOLETE_ROOTS, vcpu):
+            kvm_mmu_free_obsolete_roots(vcpu)
+        if kvm_check_request(KVM_REQ_TLB_FLUSH, vcpu):
+            vcpu.tlb.flush()
+        kvm_mmu_reload(vcpu)
+        vcpu.mode.write_once(0, IN_GUEST_MODE)
+        # smp_mb(); then re-check: a request made before we published guest mode
+        if vcpu.requests.read_once(0) == 0:
+            return
+        vcpu_exit_guest(vcpu)
+
+
+def vcpu_exit_guest(vcpu: KvmVcpu) -> None:
+    vcpu.mode.write_once(0, OUTSIDE_GUEST_MODE)
+    from ..runtime import traps
+    waiters, vcpu.guest_exit_waiters = vcpu.guest_exit_waiters, []
+    for t in waiters:
+        traps.wake(t)
+
+
+def hardware_walk(vcpu: KvmVcpu, gfn: int, access: str):
+    """Walk the loaded root for ``gfn``.  Returns a TlbEntry, or the error code of the
+    EPT violation to raise."""
+    kvm = vcpu.kvm
+    m = kvm.masks
+    root = vcpu.root
+    pt = root.spt
+    level = root.role.level
+    while True:
+        idx = S.SPTE_INDEX(gfn, level)
+        spte = pt.read_once(idx)
+        if not S.is_shadow_present_pte(spte):
+            return 0
+        if S.is_last_spte(spte, level):
+            break
+        pt = kvm.pt_by_pfn[S.spte_to_pfn(spte)].spt
+        level -= 1
+    writable = S.is_writable_pte(spte)
+    executable = S.is_executable_pte(spte, m)
+    if (access == WRITE_ACCESS and not writable) or (access == EXEC_ACCESS and not executable):
+        return PFERR_PRESENT_MASK
+    if m.ad_enabled and S.spte_ad_enabled(spte):
+        bits = m.accessed_mask | (m.dirty_mask if access == WRITE_ACCESS else 0)
+        if spte & bits != bits:
+            pt.atomic_or(idx, bits)             # the A/D assist: a locked RMW
+    base = S.gfn_round_for_level(gfn, level)
+    return TlbEntry(base, level, S.spte_to_pfn(spte), writable, executable, root.as_id)
+
+
+def guest_access(vcpu: KvmVcpu, gpa: int, access: str = READ_ACCESS) -> int:
+    """One guest memory access; returns the host pfn it reached (4K granularity)."""
+    gfn = gpa >> S.PAGE_SHIFT
+    for _ in range(MAX_ACCESS_ATTEMPTS):
+        vcpu_enter_guest(vcpu)
+        e = vcpu.tlb.lookup(gfn)
+        if e is None or not _allowed(e, access):
+            w = hardware_walk(vcpu, gfn, access)
+            if isinstance(w, TlbEntry):
+                e = w
+                vcpu.tlb.insert(e)
+            else:
+                vcpu_exit_guest(vcpu)
+                code = w | (PFERR_WRITE_MASK if access == WRITE_ACCESS else 0) | (
+                    PFERR_FETCH_MASK if access == EXEC_ACCESS else 0)
+                idx = srcu_read_lock(vcpu.kvm.srcu)
+                kvm_mmu_page_fault(vcpu, gpa, code)
+                srcu_read_unlock(vcpu.kvm.srcu, idx)
+                continue
+        pfn = e.pfn + (gfn - e.gfn)
+        from ..runtime import traps
+        traps.schedule_point((WRITE if access == WRITE_ACCESS else READ, None,
+                              f"guest {access} gfn {gfn:#x} -> pfn {pfn:#x}", None))
+        vcpu_exit_guest(vcpu)
+        return pfn
+    raise InvariantViolation(f"{vcpu.name}: guest access to gpa {gpa:#x} did not complete "
+                             f"after {MAX_ACCESS_ATTEMPTS} attempts")
+
+
+def kvm_smm_transition(vcpu: KvmVcpu, smm: bool) -> None:
+    """Enter or leave SMM: the MMU context is reset, so the root is unloaded and the
+    next entry loads the root of the other address space."""
+    if vcpu.smm == smm:
+        return
+    vcpu.smm = smm
+    kvm_mmu_unload(vcpu)

@@ -1,0 +1,379 @@
+"""mmu.c: the page-fault entry, root load/unload, zap-all-fast, range zaps, TLB flushes,
+VM creation and destruction -- the callers of the TDP MMU.
+
+Mirrors: arch/x86/kvm/mmu/mmu.c (and the bits of x86.c / kvm_main.c they rely on:
+vCPU requests with KVM_REQUEST_WAIT, kvm_flush_remote_tlbs, memslot creation).
+
+vCPU requests and guest mode follow the kernel's handshake: a vCPU publishes
+``mode = IN_GUEST_MODE`` and then checks its requests; a requester sets the request
+bit and then waits for every vCPU it sees in guest mode to leave it.  Either the vCPU
+sees the request before entering, or the requester sees the vCPU inside and waits.
+"""
+
+from __future__ import annotations
+
+from ..runtime import traps
+from ..runtime.errors import KernelWarning
+from ..sync import (GFP_KERNEL, RefCount, free_page, might_sleep, read_lock, read_unlock,  # noqa: F401
+                    srcu_read_lock, srcu_read_unlock, write_lock, write_unlock)
+from . import spte as S
+from .kvm import (HOST_PFN_ALIGN, HOST_PFN_BASE, KVM_REQ_MMU_FREE_OBSOLETE_ROOTS,
+                  KVM_REQ_TLB_FLUSH, Kvm, KvmMemorySlot, KvmVcpu)
+from .locking import requires
+from .mmu_internal import (KVM_DIRECT_ROOTS, PFERR_FETCH_MASK, PFERR_PRESENT_MASK,
+                           PFERR_USER_MASK, PFERR_WRITE_MASK, RET_PF_CONTINUE, RET_PF_EMULATE,
+                           RET_PF_FIXED, RET_PF_INVALID, RET_PF_RETRY, RET_PF_SPURIOUS,
+                           KvmPageFault)
+from .tdp_mmu import (_alloc_sp, kvm_mmu_init_tdp_mmu, kvm_mmu_uninit_tdp_mmu,
+                      kvm_tdp_mmu_alloc_root, kvm_tdp_mmu_invalidate_roots, kvm_tdp_mmu_map,
+                      kvm_tdp_mmu_put_root, kvm_tdp_mmu_zap_all, kvm_tdp_mmu_zap_invalidated_roots,
+                      kvm_tdp_mmu_zap_leafs, root_is_invalid, tdp_mmu_free_sp)
+
+OUTSIDE_GUEST_MODE = 0
+IN_GUEST_MODE = 1
+
+
+# -- VM and vCPU lifecycle ---------------------------------------------------------
+
+def kvm_create_vm(*, masks=S.EPT, root_level: int = 4, nx_huge_pages: bool = False,
+                  fine_grained: bool = False, name: str = "kvm") -> Kvm:
+    """KVM_CREATE_VM: a VM with its TDP MMU initialised (kvm_mmu_init_vm)."""
+    kvm = Kvm(masks=masks, root_level=root_level, nx_huge_pages=nx_huge_pages, name=name)
+    kvm.fine_grained = fine_grained
+    kvm_mmu_init_tdp_mmu(kvm)
+    return kvm
+
+
+def kvm_create_vcpu(kvm: Kvm) -> KvmVcpu:
+    """KVM_CREATE_VCPU (with its hardware TLB)."""
+    from .hw import Tlb
+    vcpu = KvmVcpu(kvm, len(kvm.vcpus))
+    vcpu.tlb = Tlb(vcpu)
+    kvm.vcpus.append(vcpu)
+    kvm.created_vcpus += 1
+    return vcpu
+
+
+def kvm_set_memory_region(kvm: Kvm, as_id: int, slot_id: int, base_gfn: int, npages: int,
+                          backing_level: int = S.PG_LEVEL_4K, flags: int = 0) -> KvmMemorySlot:
+    """Create a memslot in one address space (part 1: creation only), backed by host
+    memory made of pages of ``backing_level`` (4K/2M/1G) aligned like the guest range."""
+    host = HOST_PFN_BASE + HOST_PFN_ALIGN * (1 + sum(len(s) for s in kvm.memslots)) * 4
+    host += base_gfn % HOST_PFN_ALIGN
+    slot = KvmMemorySlot(as_id, slot_id, base_gfn, npages, host, backing_level, flags)
+    kvm.memslots[as_id].append(slot)
+    kvm.memslots_generation += 2      # advances by the number of address spaces
+    return slot
+
+
+def kvm_destroy_vm(kvm: Kvm) -> None:
+    """Teardown: mmu_notifier release (zap all), vCPUs put their roots and free their
+    caches, then kvm_mmu_uninit_vm, which must leave no root, no page table and no
+    pending RCU callback."""
+    kvm.dying = True
+    kvm_mmu_zap_all(kvm)
+    for vcpu in kvm.vcpus:
+        kvm_mmu_unload(vcpu)
+        kvm_mmu_free_memory_caches(vcpu)
+    kvm_mmu_uninit_vm(kvm)
+
+
+def kvm_mmu_uninit_vm(kvm: Kvm) -> None:
+    kvm_mmu_uninit_tdp_mmu(kvm)
+
+
+# -- memory caches -----------------------------------------------------------------
+
+def mmu_topup_memory_caches(vcpu: KvmVcpu) -> None:
+    """Fill the page cache before mmu_lock is taken (may sleep): nothing sleeps under it."""
+    might_sleep("mmu_topup_memory_caches()")
+    while len(vcpu.mmu_page_cache) < S.PT64_ROOT_MAX_LEVEL:
+        vcpu.mmu_page_cache.append(_alloc_sp(vcpu.kvm, GFP_KERNEL))
+
+
+def kvm_mmu_free_memory_caches(vcpu: KvmVcpu) -> None:
+    while vcpu.mmu_page_cache:
+        sp = vcpu.mmu_page_cache.pop()
+        vcpu.kvm.pt_by_pfn.pop(sp.spt.pfn, None)
+        tdp_mmu_free_sp(sp)
+
+
+# -- requests and guest mode ---------------------------------------------------------
+
+def kvm_make_request(req: int, vcpu: KvmVcpu) -> None:
+    vcpu.requests.atomic_or(0, req)
+
+
+def kvm_check_request(req: int, vcpu: KvmVcpu) -> bool:
+    if vcpu.requests.read_once(0) & req:
+        vcpu.requests.atomic_and(0, ~req)
+        return True
+    return False
+
+
+def kvm_make_all_cpus_request(kvm: Kvm, req: int) -> None:
+    """Set ``req`` on every vCPU and wait for those in guest mode to leave it
+    (KVM_REQUEST_WAIT: both requests the model uses carry it)."""
+    for vcpu in kvm.vcpus:
+        kvm_make_request(req, vcpu)
+    for vcpu in kvm.vcpus:
+        while vcpu.mode.read_once(0) == IN_GUEST_MODE:
+            vcpu.guest_exit_waiters.append(traps.current_task())
+            traps.block(f"{vcpu.name} to leave guest mode")
+
+
+def kvm_flush_remote_tlbs(kvm: Kvm) -> None:
+    """Flush every vCPU's TLB: KVM_REQ_TLB_FLUSH to all, waiting for vCPUs in guest mode."""
+    kvm.stat.remote_tlb_flush_requests += 1
+    kvm_make_all_cpus_request(kvm, KVM_REQ_TLB_FLUSH)
+    kvm.stat.remote_tlb_flush += 1
+    for hook in kvm.flush_hooks:
+        hook(kvm)
+
+
+def kvm_flush_remote_tlbs_gfn(kvm: Kvm, gfn: int, level: int) -> None:
+    """Ranged flush of one level-sized range: without Hyper-V, a full flush."""
+    kvm_flush_remote_tlbs(kvm)
+
+
+def kvm_flush_remote_tlbs_range(kvm: Kvm, start: int, npages: int) -> None:
+    kvm_flush_remote_tlbs(kvm)
+
+
+# -- roots -------------------------------------------------------------------------
+
+def kvm_mmu_load(vcpu: KvmVcpu) -> None:
+    """Load a root for the vCPU's current role, then flush its own TLB (a root of
+    unknown history: KVM relies on this instead of flushing when roots are freed)."""
+    mmu_topup_memory_caches(vcpu)
+    kvm_tdp_mmu_alloc_root(vcpu)
+    vcpu.tlb.flush()
+
+
+def kvm_mmu_reload(vcpu: KvmVcpu) -> None:
+    if vcpu.root is None:
+        kvm_mmu_load(vcpu)
+
+
+@requires("read")
+def mmu_free_root_page(kvm: Kvm, root) -> None:
+    """Requires: mmu_lock held for read (TDP pages).  Puts the vCPU's root reference."""
+    kvm_tdp_mmu_put_root(kvm, root)
+
+
+@requires("none", takes="read")
+def kvm_mmu_free_roots(kvm: Kvm, vcpu: KvmVcpu) -> None:
+    """Put the vCPU's root.
+
+    Requires: mmu_lock not held; takes it for read (since v6.9; the write lock before).
+    """
+    root = vcpu.root
+    if root is None:
+        return
+    read_lock(kvm.mmu_lock)
+    mmu_free_root_page(kvm, root)
+    read_unlock(kvm.mmu_lock)
+    vcpu.root = None
+
+
+def kvm_mmu_unload(vcpu: KvmVcpu) -> None:
+    kvm_mmu_free_roots(vcpu.kvm, vcpu)
+
+
+def is_obsolete_root(kvm: Kvm, root) -> bool:
+    return root_is_invalid(root)
+
+
+def kvm_mmu_free_obsolete_roots(vcpu: KvmVcpu) -> None:
+    """KVM_REQ_MMU_FREE_OBSOLETE_ROOTS: drop the root if it was invalidated."""
+    root = vcpu.root
+    if root is None:
+        return
+    read_lock(vcpu.kvm.mmu_lock)
+    obsolete = is_obsolete_root(vcpu.kvm, root)
+    read_unlock(vcpu.kvm.mmu_lock)
+    if obsolete:
+        kvm_mmu_free_roots(vcpu.kvm, vcpu)
+
+
+# -- the page fault ------------------------------------------------------------------
+
+def kvm_mmu_page_fault(vcpu: KvmVcpu, gpa: int, error_code: int) -> int:
+    """The EPT-violation / NPF handler.  Returns a RET_PF_* code; the vCPU re-enters the
+    guest and retries the access (RET_PF_RETRY, RET_PF_FIXED, RET_PF_SPURIOUS)."""
+    if vcpu.root is None:
+        vcpu.stat.pf_retry += 1
+        return RET_PF_RETRY
+    r = kvm_mmu_do_page_fault(vcpu, gpa, error_code, False)
+    if r == RET_PF_INVALID:
+        raise KernelWarning("KVM_BUG_ON in kvm_mmu_page_fault: RET_PF_INVALID")
+    if r == RET_PF_FIXED:
+        vcpu.stat.pf_fixed += 1
+    elif r == RET_PF_EMULATE:
+        vcpu.stat.pf_emulate += 1
+    elif r == RET_PF_SPURIOUS:
+        vcpu.stat.pf_spurious += 1
+    elif r == RET_PF_RETRY:
+        vcpu.stat.pf_retry += 1
+    return r
+
+
+def kvm_mmu_do_page_fault(vcpu: KvmVcpu, gpa: int, error_code: int, prefetch: bool) -> int:
+    kvm = vcpu.kvm
+    fault = KvmPageFault(
+        addr=gpa, error_code=error_code, prefetch=prefetch,
+        exec=bool(error_code & PFERR_FETCH_MASK), write=bool(error_code & PFERR_WRITE_MASK),
+        present=bool(error_code & PFERR_PRESENT_MASK), user=bool(error_code & PFERR_USER_MASK),
+        nx_huge_page_workaround_enabled=kvm.nx_huge_page_workaround_enabled,
+        max_level=S.KVM_MAX_HUGEPAGE_LEVEL, gfn=gpa >> S.PAGE_SHIFT)
+    if not prefetch:
+        vcpu.stat.pf_taken += 1
+    return kvm_tdp_page_fault(vcpu, fault)
+
+
+def kvm_tdp_page_fault(vcpu: KvmVcpu, fault: KvmPageFault) -> int:
+    return kvm_tdp_mmu_page_fault(vcpu, fault)
+
+
+@requires("none", takes="read")
+def kvm_tdp_mmu_page_fault(vcpu: KvmVcpu, fault: KvmPageFault) -> int:
+    """Resolve the pfn without locks, then map it under mmu_lock held for read.
+
+    Requires: mmu_lock not held; takes it for read.
+    Why: faults are the hot path and run in parallel on every vCPU.
+    Returns: RET_PF_*.
+    """
+    kvm = vcpu.kvm
+    mmu_topup_memory_caches(vcpu)
+    r = kvm_mmu_faultin_pfn(vcpu, fault)
+    if r != RET_PF_CONTINUE:
+        return r
+    r = RET_PF_RETRY
+    read_lock(kvm.mmu_lock)
+    if not is_page_fault_stale(vcpu, fault):
+        r = kvm_tdp_mmu_map(vcpu, fault)
+    read_unlock(kvm.mmu_lock)
+    return r
+
+
+def kvm_mmu_faultin_pfn(vcpu: KvmVcpu, fault: KvmPageFault) -> int:
+    """Snapshot mmu_invalidate_seq, find the slot and the host pfn (no locks)."""
+    kvm = vcpu.kvm
+    fault.mmu_seq = kvm.mmu_invalidate_seq.load_acquire(0, "READ_ONCE+smp_rmb")
+    slot = kvm.gfn_to_memslot(vcpu.as_id, fault.gfn)
+    fault.slot = slot
+    if slot is None:
+        fault.pfn = 0
+        fault.map_writable = False
+        return RET_PF_CONTINUE              # no slot: an MMIO SPTE will be created
+    if mmu_invalidate_retry_gfn_unsafe(kvm, fault.mmu_seq, fault.gfn):
+        return RET_PF_RETRY
+    fault.pfn = slot.gfn_to_pfn(fault.gfn)
+    fault.map_writable = not slot.readonly()
+    return RET_PF_CONTINUE
+
+
+def mmu_invalidate_retry_gfn_unsafe(kvm: Kvm, mmu_seq: int, gfn: int) -> bool:
+    if kvm.mmu_invalidate_in_progress and kvm.mmu_invalidate_range[0] <= gfn < kvm.mmu_invalidate_range[1]:
+        return True
+    return kvm.mmu_invalidate_seq.read_once(0) != mmu_seq
+
+
+@requires("either")
+def mmu_invalidate_retry_gfn(kvm: Kvm, mmu_seq: int, gfn: int) -> bool:
+    """Requires: mmu_lock held (either mode)."""
+    if kvm.mmu_invalidate_in_progress and kvm.mmu_invalidate_range[0] <= gfn < kvm.mmu_invalidate_range[1]:
+        return True
+    return kvm.mmu_invalidate_seq.read_once(0) != mmu_seq
+
+
+@requires("read")
+def is_page_fault_stale(vcpu: KvmVcpu, fault: KvmPageFault) -> bool:
+    """The root was invalidated, or an mmu_notifier invalidation hit this gfn.
+
+    Requires: mmu_lock held for read.
+    """
+    kvm = vcpu.kvm
+    if root_is_invalid(vcpu.root):
+        return True
+    return fault.slot is not None and mmu_invalidate_retry_gfn(kvm, fault.mmu_seq, fault.gfn)
+
+
+def kvm_mmu_hugepage_adjust(vcpu: KvmVcpu, fault: KvmPageFault) -> None:
+    fault.huge_page_disallowed = fault.exec and fault.nx_huge_page_workaround_enabled
+    if fault.max_level == S.PG_LEVEL_4K or fault.slot is None or fault.slot.dirty_logging():
+        return
+    fault.req_level = min(fault.max_level, fault.slot.max_mapping_level(fault.gfn))
+    if fault.req_level == S.PG_LEVEL_4K or fault.huge_page_disallowed:
+        return
+    fault.goal_level = fault.req_level
+    fault.pfn &= ~(S.KVM_PAGES_PER_HPAGE(fault.goal_level) - 1)
+
+
+# -- zapping -------------------------------------------------------------------------
+
+@requires("none", takes="write", held=("slots_lock",), yields=True)
+def kvm_mmu_zap_all_fast(kvm: Kvm) -> None:
+    """Invalidate every root and zap them (memslot deletion / move, MMIO gen wrap).
+
+    Requires: slots_lock held; mmu_lock not held (takes write, then read).
+    Why: invalidation and the vCPUs' reload request must be in one write-locked
+    section; the zap runs under the read lock so vCPUs can fault on new roots meanwhile,
+    and must finish before the memslot update completes.
+    """
+    write_lock(kvm.mmu_lock)
+    kvm.arch.mmu_valid_gen ^= 1
+    kvm_tdp_mmu_invalidate_roots(kvm, KVM_DIRECT_ROOTS)
+    kvm_make_all_cpus_request(kvm, KVM_REQ_MMU_FREE_OBSOLETE_ROOTS)
+    write_unlock(kvm.mmu_lock)
+    kvm_tdp_mmu_zap_invalidated_roots(kvm, True)
+
+
+def kvm_mmu_invalidate_begin(kvm: Kvm) -> None:
+    kvm.mmu_invalidate_in_progress += 1
+    if kvm.mmu_invalidate_in_progress == 1:
+        kvm.mmu_invalidate_range = (1 << 64, 0)
+
+
+def kvm_mmu_invalidate_range_add(kvm: Kvm, start: int, end: int) -> None:
+    lo, hi = kvm.mmu_invalidate_range
+    kvm.mmu_invalidate_range = (min(lo, start), max(hi, end))
+
+
+def kvm_mmu_invalidate_end(kvm: Kvm) -> None:
+    kvm.mmu_invalidate_seq.store_release(0, kvm.mmu_invalidate_seq.peek(0) + 1, "seq++ + smp_wmb")
+    kvm.mmu_invalidate_in_progress -= 1
+    if kvm.mmu_invalidate_in_progress < 0:
+        raise KernelWarning("KVM_BUG_ON in kvm_mmu_invalidate_end: count went negative")
+
+
+@requires("none", takes="write", yields=True)
+def kvm_zap_gfn_range(kvm: Kvm, gfn_start: int, gfn_end: int) -> None:
+    """Zap [start, end) in every valid root and flush, inside an invalidation.
+
+    Requires: mmu_lock not held; takes it for write.
+    """
+    if gfn_end <= gfn_start:
+        raise KernelWarning("WARN_ON_ONCE in kvm_zap_gfn_range: empty range")
+    write_lock(kvm.mmu_lock)
+    kvm_mmu_invalidate_begin(kvm)
+    kvm_mmu_invalidate_range_add(kvm, gfn_start, gfn_end)
+    flush = kvm_tdp_mmu_zap_leafs(kvm, gfn_start, gfn_end, False)
+    if flush and not traps.defect("zap-gfn-range-no-flush"):
+        kvm_flush_remote_tlbs_range(kvm, gfn_start, gfn_end - gfn_start)
+    kvm_mmu_invalidate_end(kvm)
+    write_unlock(kvm.mmu_lock)
+
+
+@requires("none", takes="write", yields=True)
+def kvm_mmu_zap_all(kvm: Kvm) -> None:
+    """kvm_arch_flush_shadow_all: zap everything (VM destruction).
+
+    Requires: mmu_lock not held; takes it for write.
+    """
+    write_lock(kvm.mmu_lock)
+    kvm_tdp_mmu_zap_all(kvm)
+    write_unlock(kvm.mmu_lock)
+
+
+_ = (RefCount, free_page, srcu_read_lock, srcu_read_unlock)

@@ -1,0 +1,988 @@
+"""The TDP MMU: roots, SPTE updates, zaps and the page-fault map, as in tdp_mmu.c.
+
+Mirrors: arch/x86/kvm/mmu/tdp_mmu.c of the newest upstream ("N" in
+shared/reference/tdp-mmu.md), function by function and step by step.  Every function
+that touches mmu_lock-protected state declares its requirement with ``@requires``
+(see locking.py), which asserts it on entry and feeds ``tdpmmu locks``.
+
+Shared memory and scheduling points: every SPTE read is a READ_ONCE, every update a
+cmpxchg (``_atomic`` paths, read lock), an xchg (volatile SPTEs, or freezing) or a
+WRITE_ONCE (write lock); each is one step the explorer can interleave.  The root list
+is an RCU list; root refcounts are refcount_t; page tables are freed with call_rcu.
+
+Deviations (each one a modelling choice, not a kernel behaviour):
+
+* Range walks skip a run of non-present entries of one table in a single step (see
+  ``tdp_iter.for_each_tdp_pte_min_level``), and ``handle_removed_pt`` freezes such a run
+  in a single step, unless the VM was created with ``fine_grained=True``.  Callers skip
+  non-present entries anyway; what is lost is only interleavings *inside* a run of
+  entries nobody else has made present.
+* Under the free-run strategy (a plain sequential run that never preempts) leaf zaps of
+  whole 4K tables and the freezing of removed tables are done with numpy in one step;
+  ``tests/test_mmu_bulk.py`` proves both paths leave identical tables and stats.
+* TDX mirror roots, external page tables and ``gfn_bits`` are left out (a plain EPT/NPT
+  VM never has them).
+* Statistics are plain ints (see kvm.py).
+"""
+
+from __future__ import annotations
+
+from ..runtime import traps
+from ..runtime.errors import KernelWarning
+from ..runtime.ops import READ, RMW
+from ..sync import (GFP_ATOMIC, RefCount, alloc_page, call_rcu, cpu_relax, free_page, kzalloc,
+                    lockdep_assert_held, lockdep_assert_held_write, lockdep_is_held_type,
+                    rcu_read_lock, rcu_read_unlock, read_lock, read_unlock, spin_lock,
+                    spin_unlock, write_lock, write_unlock)
+from . import spte as S
+from .locking import requires
+from .mmu_internal import (HDR_INVALID, HDR_NX, HDR_TO_ZAP, HDR_WORDS, KVM_ALL_ROOTS,
+                           KVM_DIRECT_ROOTS, KVM_INVALID_ROOTS, KVM_VALID_ROOTS, RET_PF_EMULATE,
+                           RET_PF_FIXED, RET_PF_RETRY, RET_PF_SPURIOUS, RET_PF_WRITE_PROTECTED,
+                           KvmMmuPage)
+from .tdp_iter import (TdpIter, for_each_tdp_pte, for_each_tdp_pte_min_level,
+                       for_each_tdp_pte_min_level_all, spte_to_child_pt, tdp_iter_start,
+                       tdp_mmu_max_gfn_exclusive)
+
+
+def WARN(cond: bool, what: str) -> bool:
+    """WARN_ON_ONCE / KVM_BUG_ON: a kernel self-check firing is a finding."""
+    if cond:
+        raise KernelWarning(what)
+    return False
+
+
+# -- SPTE accessors (tdp_iter.h) -----------------------------------------------------
+
+def kvm_tdp_mmu_write_spte_atomic(pt, idx: int, new_spte: int) -> int:
+    """xchg; returns the previous value."""
+    return pt.xchg(idx, new_spte)
+
+
+def __kvm_tdp_mmu_write_spte(pt, idx: int, new_spte: int) -> None:
+    """WRITE_ONCE.  x86 stores are ordered (TSO): publishing a table with a plain store
+    is safe, so a non-leaf store releases (the race detector sees the publication)."""
+    if S.is_shadow_present_pte(new_spte) and not S.is_large_pte(new_spte):
+        pt.store_release(idx, new_spte, "WRITE_ONCE")
+    else:
+        pt.write_once(idx, new_spte)
+
+
+def kvm_tdp_mmu_write_spte(kvm, pt, idx: int, old_spte: int, new_spte: int, level: int) -> int:
+    """xchg when the old SPTE is volatile (hardware A/D, fast page fault), else WRITE_ONCE.
+
+    Returns: the value really replaced (``old_spte`` for the plain store).
+    """
+    if S.kvm_tdp_mmu_spte_need_atomic_update(old_spte, level, kvm.masks):
+        return kvm_tdp_mmu_write_spte_atomic(pt, idx, new_spte)
+    __kvm_tdp_mmu_write_spte(pt, idx, new_spte)
+    return old_spte
+
+
+# -- pages -----------------------------------------------------------------------
+
+def sptep_to_sp(kvm, pt) -> KvmMmuPage:
+    """The kvm_mmu_page owning page table ``pt`` (page_private)."""
+    return kvm.pt_by_pfn[pt.pfn]
+
+
+def tdp_mmu_alloc_sp(vcpu) -> KvmMmuPage:
+    """Take a header and a page table from the vCPU's caches (topped up before the lock)."""
+    if vcpu.mmu_page_cache:
+        return vcpu.mmu_page_cache.pop()
+    return _alloc_sp(vcpu.kvm, GFP_ATOMIC)
+
+
+def _alloc_sp(kvm, gfp) -> KvmMmuPage:
+    hdr = kzalloc("sp", HDR_WORDS, gfp)
+    spt = alloc_page("spt", S.SPTE_ENT_PER_PAGE, gfp, init=S.SHADOW_NONPRESENT_VALUE, u64=True)
+    sp = KvmMmuPage(hdr, spt, None)
+    kvm.pt_by_pfn[spt.pfn] = sp
+    return sp
+
+
+def tdp_mmu_init_sp(sp: KvmMmuPage, sptep, gfn: int, role) -> None:
+    sp.role = role
+    sp.gfn = gfn
+    sp.ptep = sptep
+    sp.tdp_mmu_page = True
+    sp.possible_nx_huge_page_link = False
+
+
+@requires("none", rcu="held")
+def tdp_mmu_init_child_sp(child_sp: KvmMmuPage, iter: TdpIter) -> None:
+    """Role = parent role with level - 1; gfn and ptep from the iterator.
+
+    Requires: RCU (the parent entry is dereferenced).
+    """
+    parent_sp = sptep_to_sp(iter.kvm, iter.pt)
+    tdp_mmu_init_sp(child_sp, iter.sptep, iter.gfn, parent_sp.role.child())
+
+
+def tdp_mmu_free_sp(sp: KvmMmuPage) -> None:
+    """Free the page table and the header (never-published pages, or after a GP)."""
+    free_page(sp.spt)
+    free_page(sp.hdr)
+
+
+def tdp_mmu_free_sp_rcu_callback(sp: KvmMmuPage):
+    def tdp_mmu_free_sp_rcu_callback():
+        tdp_mmu_free_sp(sp)
+    return tdp_mmu_free_sp_rcu_callback
+
+
+def kvm_update_page_stats(kvm, level: int, count: int) -> None:
+    st = kvm.stat
+    if level == S.PG_LEVEL_4K:
+        st.pages_4k += count
+    elif level == S.PG_LEVEL_2M:
+        st.pages_2m += count
+    elif level == S.PG_LEVEL_1G:
+        st.pages_1g += count
+
+
+def tdp_account_mmu_page(kvm, sp) -> None:
+    kvm.arch.tdp_mmu_pages += 1
+
+
+def tdp_unaccount_mmu_page(kvm, sp) -> None:
+    kvm.arch.tdp_mmu_pages -= 1
+
+
+# -- roots -------------------------------------------------------------------------
+
+def kvm_tdp_mmu_get_root(root: KvmMmuPage) -> bool:
+    """refcount_inc_not_zero: fails only when the root is about to be freed."""
+    return root.tdp_mmu_root_count.refcount_inc_not_zero()
+
+
+def root_is_invalid(root: KvmMmuPage) -> bool:
+    """role.invalid (protected by mmu_lock)."""
+    return bool(root.hdr.read(HDR_INVALID))
+
+
+@requires("none", taken=("tdp_mmu_pages_lock",))
+def kvm_tdp_mmu_put_root(kvm, root: KvmMmuPage) -> None:
+    """Drop a root reference; the last one unlinks it and frees it after a grace period.
+
+    Requires: nothing (N dropped the assertion: the list is protected by
+    tdp_mmu_pages_lock and RCU, so the mmu_lock mode is irrelevant -- the seed's point).
+    Why: the last reference can only go after invalidation (KVM_BUG_ON otherwise).
+    Returns: nothing.  No zap and no TLB flush here.
+    """
+    if not root.tdp_mmu_root_count.refcount_dec_and_test():
+        return
+    WARN(not root.tdp_mmu_page or not root.hdr.read(HDR_INVALID),
+         f"KVM_BUG_ON in kvm_tdp_mmu_put_root: last reference to a valid root {root!r}")
+    spin_lock(kvm.arch.tdp_mmu_pages_lock)
+    kvm.arch.tdp_mmu_roots.list_del_rcu(root)
+    spin_unlock(kvm.arch.tdp_mmu_pages_lock)
+    call_rcu(tdp_mmu_free_sp_rcu_callback(root), "tdp_mmu_free_sp_rcu_callback")
+
+
+def tdp_mmu_root_match(root: KvmMmuPage, types: int) -> bool:
+    """Type filter: invalid roots only when KVM_INVALID_ROOTS is asked for."""
+    if WARN(not (types & KVM_VALID_ROOTS), "WARN_ON_ONCE in tdp_mmu_root_match: no valid type"):
+        return False
+    if root_is_invalid(root):
+        return bool(types & KVM_INVALID_ROOTS)
+    return bool(types & KVM_DIRECT_ROOTS)
+
+
+@requires("either", taken=("rcu",))
+def tdp_mmu_next_root(kvm, prev_root, types: int):
+    """The next root after ``prev_root`` matching ``types``, with a reference taken.
+
+    Requires: mmu_lock held, either mode (roots are RCU-protected, but role.invalid is
+    protected by mmu_lock).
+    Why: the next reference is taken before the previous one is put, and prev's link is
+    read while it is still held.
+    Returns: the next root (referenced) or None.
+    """
+    roots = kvm.arch.tdp_mmu_roots
+    rcu_read_lock()
+    if prev_root is not None:
+        next_root = roots.list_next_or_null_rcu(prev_root)
+    else:
+        next_root = roots.list_first_or_null_rcu()
+    while next_root is not None:
+        if tdp_mmu_root_match(next_root, types) and kvm_tdp_mmu_get_root(next_root):
+            break
+        next_root = roots.list_next_or_null_rcu(next_root)
+    rcu_read_unlock()
+    if prev_root is not None:
+        kvm_tdp_mmu_put_root(kvm, prev_root)
+    return next_root
+
+
+@requires("either")
+def __for_each_tdp_mmu_root_yield_safe(kvm, as_id: int, types: int):
+    """Every root of ``as_id`` (all when < 0) matching ``types``; the body may yield.
+
+    Requires: mmu_lock held, either mode (asserted on every step, as the kernel's loop
+    condition does).  Breaking out keeps the current root's reference.
+    """
+    root = tdp_mmu_next_root(kvm, None, types)
+    while True:
+        lockdep_assert_held(kvm.mmu_lock)
+        if root is None:
+            return
+        if as_id < 0 or root.as_id == as_id:
+            yield root
+        root = tdp_mmu_next_root(kvm, root, types)
+
+
+def for_each_valid_tdp_mmu_root_yield_safe(kvm, as_id: int):
+    return __for_each_tdp_mmu_root_yield_safe(kvm, as_id, KVM_VALID_ROOTS)
+
+
+def for_each_tdp_mmu_root_yield_safe(kvm):
+    """All roots, valid and invalid, of every address space (no as_id filter: the seed)."""
+    return __for_each_tdp_mmu_root_yield_safe(kvm, -1, KVM_ALL_ROOTS)
+
+
+@requires("write")
+def __for_each_tdp_mmu_root(kvm, as_id: int, types: int):
+    """Walk roots without references: legal only under the write lock."""
+    for root in kvm.arch.tdp_mmu_roots.list_for_each_entry(
+            lockdep_is_held_type(kvm.mmu_lock, "write"), "mmu_lock held for write"):
+        lockdep_assert_held_write(kvm.mmu_lock)
+        if tdp_mmu_root_match(root, types) and (as_id < 0 or root.as_id == as_id):
+            yield root
+
+
+@requires("none", takes="read", taken=("tdp_mmu_pages_lock",))
+def kvm_tdp_mmu_alloc_root(vcpu) -> None:
+    """Find or create the vCPU's root for its current role (address space).
+
+    Requires: mmu_lock not held; takes it for read.
+    Why: reuse under the read lock via the yield-safe walk; a second check under
+    tdp_mmu_pages_lock makes creation race-free between vCPUs.
+    Returns: nothing; vcpu.root is set.  A new root starts with refcount 2: one for the
+    vCPU, one held by the TDP MMU until the root is invalidated (then handed to the
+    zapper by kvm_tdp_mmu_invalidate_roots).
+    """
+    kvm = vcpu.kvm
+    role = vcpu.root_role()
+    as_id = role.as_id
+    read_lock(kvm.mmu_lock)
+    found = None
+    for root in for_each_valid_tdp_mmu_root_yield_safe(kvm, as_id):
+        if root.role == role and not root_is_invalid(root):
+            found = root            # leaving the loop keeps the iterator's reference
+            break
+    if found is None:
+        spin_lock(kvm.arch.tdp_mmu_pages_lock)
+        for root in kvm.arch.tdp_mmu_roots.list_for_each_entry(True, "tdp_mmu_pages_lock held"):
+            if root.role == role and not root_is_invalid(root):
+                if not WARN(not kvm_tdp_mmu_get_root(root),
+                            "WARN_ON_ONCE in kvm_tdp_mmu_alloc_root: matching root not gettable"):
+                    found = root
+                    break
+        if found is None:
+            found = tdp_mmu_alloc_sp(vcpu)
+            tdp_mmu_init_sp(found, None, 0, role)
+            found.tdp_mmu_root_count = RefCount(f"{found.spt.name}.tdp_mmu_root_count", 2,
+                                                owner=found.hdr)
+            found.init_link(found.spt.name, owner=found.hdr)
+            kvm.arch.tdp_mmu_roots.list_add_rcu(found)
+            traps.note(f"new root {found.spt.name} as_id={as_id}")
+        spin_unlock(kvm.arch.tdp_mmu_pages_lock)
+    read_unlock(kvm.mmu_lock)
+    vcpu.root = found
+
+
+# -- SPTE changes ------------------------------------------------------------------
+
+@requires("none", taken=("tdp_mmu_pages_lock",))
+def tdp_mmu_unlink_sp(kvm, sp: KvmMmuPage) -> None:
+    """Unaccount a removed page table and untrack it from the possible-NX list.
+
+    Requires: nothing beyond the caller's; always takes tdp_mmu_pages_lock for the NX
+    list (since v6.8, even under the write lock).
+    """
+    tdp_unaccount_mmu_page(kvm, sp)
+    if not sp.hdr.read(HDR_NX):
+        return
+    spin_lock(kvm.arch.tdp_mmu_pages_lock)
+    sp.hdr.write(HDR_NX, 0)
+    untrack_possible_nx_huge_page(kvm, sp)
+    spin_unlock(kvm.arch.tdp_mmu_pages_lock)
+
+
+def track_possible_nx_huge_page(kvm, sp: KvmMmuPage) -> None:
+    """Requires tdp_mmu_pages_lock (asserted)."""
+    lockdep_assert_held(kvm.arch.tdp_mmu_pages_lock)
+    if sp.possible_nx_huge_page_link:
+        return
+    kvm.arch.possible_nx_huge_pages.append(sp)
+    sp.possible_nx_huge_page_link = True
+    kvm.stat.nx_lpage_splits += 1
+
+
+def untrack_possible_nx_huge_page(kvm, sp: KvmMmuPage) -> None:
+    lockdep_assert_held(kvm.arch.tdp_mmu_pages_lock)
+    if not sp.possible_nx_huge_page_link:
+        return
+    kvm.arch.possible_nx_huge_pages.remove(sp)
+    sp.possible_nx_huge_page_link = False
+    kvm.stat.nx_lpage_splits -= 1
+
+
+@requires("shared", rcu="held")
+def handle_removed_pt(kvm, pt, shared: bool) -> None:
+    """A page table was unlinked: freeze every entry, account what was there, free it
+    after a grace period.
+
+    Requires: mmu_lock held for read if ``shared``, else for write; RCU.
+    Why: under the read lock other tasks may still CAS entries of the dying table, so
+    each entry is frozen with xchg (waiting for a frozen one to be restored first);
+    under the write lock only present entries need an (atomic, A/D-safe) write.
+    Returns: nothing.  No TLB flush: the caller flushes before leaving RCU.
+    """
+    sp = sptep_to_sp(kvm, pt)
+    level = sp.role.level
+    base_gfn = sp.gfn
+    as_id = sp.as_id
+    step = S.KVM_PAGES_PER_HPAGE(level)
+    tdp_mmu_unlink_sp(kvm, sp)
+    bulk = traps.free_run() and not traps.tracing()
+    if bulk and level == S.PG_LEVEL_4K:
+        _bulk_remove_leaf_table(kvm, pt, shared)
+        call_rcu(tdp_mmu_free_sp_rcu_callback(sp), "tdp_mmu_free_sp_rcu_callback")
+        return
+    coarse = not kvm.fine_grained
+    i = 0
+    while i < S.SPTE_ENT_PER_PAGE:
+        if coarse:
+            j = _freeze_nonpresent_run(pt, i, shared)
+            if j > i:
+                i = j
+                continue
+        gfn = base_gfn + i * step
+        if shared:
+            while True:
+                old_spte = kvm_tdp_mmu_write_spte_atomic(pt, i, S.FROZEN_SPTE)
+                if not S.is_frozen_spte(old_spte):
+                    break
+                cpu_relax()
+        else:
+            old_spte = pt.read_once(i)
+            if not S.is_shadow_present_pte(old_spte):
+                i += 1
+                continue
+            old_spte = kvm_tdp_mmu_write_spte(kvm, pt, i, old_spte, S.FROZEN_SPTE, level)
+        handle_changed_spte(kvm, as_id, gfn, old_spte, S.FROZEN_SPTE, level, shared)
+        i += 1
+    call_rcu(tdp_mmu_free_sp_rcu_callback(sp), "tdp_mmu_free_sp_rcu_callback")
+
+
+def _freeze_nonpresent_run(pt, i: int, freeze: bool) -> int:
+    """In one step, freeze (``freeze``, the shared case) or just read (exclusive: the
+    kernel leaves them alone) the run of non-present, non-frozen entries from ``i``.
+    Returns the index after the run (``i`` when entry ``i`` is present or frozen, or
+    the run is a single entry)."""
+    vals = pt.vals
+    j = i
+    n = S.SPTE_ENT_PER_PAGE
+    while j < n:
+        v = vals[j]
+        if v & S.SPTE_MMU_PRESENT_MASK or v == S.FROZEN_SPTE:
+            break
+        j += 1
+    if j - i < 2:
+        return i
+    if not freeze:
+        pt.read_once(i)                 # one step for the run
+        return j
+    traps.schedule_point((RMW, pt, "xchg*", i))
+    if pt.freed:
+        pt.read_once(i)                 # reports the use-after-free
+    for k in range(i, j):
+        vals[k] = S.FROZEN_SPTE
+    traps.note(f"froze non-present entries {i}..{j - 1}")
+    return j
+
+
+def _bulk_remove_leaf_table(kvm, pt, shared: bool) -> None:
+    """Free-run only: handle_removed_pt of a 4K table in one vectorised step (every
+    entry is a leaf or non-present, so the bookkeeping is the pages_4k count)."""
+    import numpy as np
+    traps.schedule_point((RMW, pt, "xchg*", 0))
+    if pt.freed:
+        pt.read_once(0)
+    a = np.frombuffer(pt.vals, dtype=np.uint64)
+    frozen = np.uint64(S.FROZEN_SPTE)
+    WARN(not shared and bool(np.any(a == frozen)), "frozen SPTE under the write lock")
+    present = (a & np.uint64(S.SPTE_MMU_PRESENT_MASK)) != 0
+    n = int(np.count_nonzero(present))
+    if shared:
+        a[:] = frozen
+    else:
+        a[present] = frozen
+    if n:
+        kvm_update_page_stats(kvm, S.PG_LEVEL_4K, -n)
+
+
+@requires("shared", rcu="held")
+def handle_changed_spte(kvm, as_id: int, gfn: int, old_spte: int, new_spte: int, level: int,
+                        shared: bool) -> None:
+    """Bookkeeping for an SPTE change: stats, removed page tables, the kernel's checks.
+
+    Requires: mmu_lock (read if ``shared``, else write); RCU (a removed table is walked).
+    Why: every SPTE change funnels through here so that stats and the freeing of
+    unlinked tables cannot be forgotten.
+    Returns: nothing.
+    """
+    m = kvm.masks
+    was_present = S.is_shadow_present_pte(old_spte)
+    is_present = S.is_shadow_present_pte(new_spte)
+    was_leaf = was_present and S.is_last_spte(old_spte, level)
+    is_leaf = is_present and S.is_last_spte(new_spte, level)
+    pfn_changed = S.spte_to_pfn(old_spte) != S.spte_to_pfn(new_spte)
+
+    WARN(level > S.PT64_ROOT_MAX_LEVEL or level < S.PG_LEVEL_4K,
+         f"WARN_ON_ONCE in handle_changed_spte: level {level}")
+    WARN(gfn % S.KVM_PAGES_PER_HPAGE(level) != 0,
+         f"WARN_ON_ONCE in handle_changed_spte: gfn {gfn:#x} not aligned to level {level}")
+    if was_leaf and is_leaf and pfn_changed:
+        raise KernelWarning(
+            f"BUG in handle_changed_spte: a present leaf SPTE was replaced by a present leaf "
+            f"with a different pfn (missing or raced mmu_notifier?): as_id {as_id} gfn "
+            f"{gfn:#x} old {old_spte:#x} new {new_spte:#x} level {level}")
+    if old_spte == new_spte:
+        return
+    if is_leaf:
+        bad = S.check_spte_writable_invariants(new_spte, m)
+        WARN(bad is not None, f"WARN_ONCE in check_spte_writable_invariants: {bad}")
+    if not was_present and not is_present:
+        WARN(not (S.is_mmio_spte(old_spte, m) or S.is_mmio_spte(new_spte, m)
+                  or S.is_frozen_spte(new_spte)),
+             f"WARN_ON_ONCE in handle_changed_spte: unexpected non-present change "
+             f"{old_spte:#x} -> {new_spte:#x} at gfn {gfn:#x} level {level}")
+        return
+    if is_leaf != was_leaf:
+        kvm_update_page_stats(kvm, level, 1 if is_leaf else -1)
+    if was_present and not was_leaf and (
+            is_leaf or not is_present
+            or WARN(pfn_changed, "WARN_ON_ONCE in handle_changed_spte: page table swapped")):
+        handle_removed_pt(kvm, spte_to_child_pt(kvm, old_spte, level), shared)
+
+
+@requires("none", rcu="held")
+def __tdp_mmu_set_spte_atomic(kvm, iter: TdpIter, new_spte: int) -> bool:
+    """One cmpxchg of the SPTE from ``iter.old_spte`` to ``new_spte``; no bookkeeping.
+
+    Requires: RCU (lockless aging uses it directly).
+    Returns: True on success; on failure ``iter.old_spte`` holds the current value and
+    nothing else changed (-EBUSY).
+    """
+    WARN(iter.yielded or S.is_frozen_spte(iter.old_spte),
+         "WARN_ON_ONCE in __tdp_mmu_set_spte_atomic: yielded iterator or frozen old SPTE")
+    cur = iter.pt.cmpxchg(iter.idx, iter.old_spte, new_spte)
+    if cur != iter.old_spte:
+        iter.old_spte = cur
+        return False
+    return True
+
+
+@requires("read", rcu="held")
+def tdp_mmu_set_spte_atomic(kvm, iter: TdpIter, new_spte: int) -> bool:
+    """Set an SPTE with cmpxchg and do the bookkeeping.
+
+    Requires: mmu_lock held for read; RCU.
+    Why: with the lock shared, other vCPUs (and fast page fault, without the lock) may
+    change the SPTE concurrently, so only a cmpxchg from the value we read is safe.
+    Returns: True on success; False (-EBUSY) with ``iter.old_spte`` refreshed and no
+    other side effect.
+    """
+    if not __tdp_mmu_set_spte_atomic(kvm, iter, new_spte):
+        return False
+    handle_changed_spte(kvm, iter.as_id, iter.gfn, iter.old_spte, new_spte, iter.level, True)
+    return True
+
+
+@requires("write", rcu="held")
+def tdp_mmu_set_spte(kvm, as_id: int, sptep, old_spte: int, new_spte: int, gfn: int,
+                     level: int) -> int:
+    """Set an SPTE under the write lock and do the bookkeeping.
+
+    Requires: mmu_lock held for write; RCU.
+    Why: nobody else can change the SPTE except hardware A/D updates and fast page
+    fault, so volatile SPTEs are written with xchg and the rest with WRITE_ONCE.
+    Returns: the value really replaced (it may differ from ``old_spte`` in volatile bits).
+    """
+    WARN(S.is_frozen_spte(old_spte) or S.is_frozen_spte(new_spte),
+         "WARN_ON_ONCE in tdp_mmu_set_spte: frozen SPTE under the write lock")
+    pt, idx = sptep
+    old_spte = kvm_tdp_mmu_write_spte(kvm, pt, idx, old_spte, new_spte, level)
+    handle_changed_spte(kvm, as_id, gfn, old_spte, new_spte, level, False)
+    return old_spte
+
+
+@requires("write", rcu="held")
+def tdp_mmu_iter_set_spte(kvm, iter: TdpIter, new_spte: int) -> None:
+    """tdp_mmu_set_spte at the iterator; iter.old_spte becomes the previous value.
+
+    Requires: mmu_lock held for write; RCU.
+    """
+    WARN(iter.yielded, "WARN_ON_ONCE in tdp_mmu_iter_set_spte: iterator yielded")
+    iter.old_spte = tdp_mmu_set_spte(kvm, iter.as_id, iter.sptep, iter.old_spte, new_spte,
+                                     iter.gfn, iter.level)
+
+
+# -- yielding ----------------------------------------------------------------------
+
+def tdp_mmu_iter_need_resched(kvm, iter: TdpIter) -> bool:
+    """need_resched or contention, and the walk made progress since the last yield."""
+    from ..sync import need_resched
+    # B/A order (guard first): same result as N, and no need_resched choice is offered
+    # to the strategy when the guard would refuse the yield anyway.
+    if iter.next_last_level_gfn == iter.yielded_gfn:
+        return False
+    return kvm.mmu_lock.rwlock_needbreak() or need_resched()
+
+
+@requires("shared", rcu="held", yields=True)
+def tdp_mmu_iter_cond_resched(kvm, iter: TdpIter, flush: bool, shared: bool) -> bool:
+    """Maybe drop mmu_lock and RCU mid-walk; flush first if a flush is pending.
+
+    Requires: mmu_lock held for read if ``shared``, else write; RCU.
+    Why: long walks must not starve other vCPUs; pending TLB flushes must happen before
+    the lock is dropped (flush-before-yield), and a walk must make progress between
+    yields (the guard on next_last_level_gfn).
+    Returns: True if it yielded: the caller must ``continue`` (the walk restarts from the
+    root) and reset its pending flush.
+    """
+    from .mmu import kvm_flush_remote_tlbs
+    WARN(iter.yielded, "KVM_MMU_WARN_ON in tdp_mmu_iter_cond_resched: already yielded")
+    if not tdp_mmu_iter_need_resched(kvm, iter):
+        return False
+    if flush:
+        kvm_flush_remote_tlbs(kvm)
+    rcu_read_unlock()
+    if shared:
+        kvm.mmu_lock.cond_resched_rwlock_read()
+    else:
+        kvm.mmu_lock.cond_resched_rwlock_write()
+    rcu_read_lock()
+    WARN(iter.gfn > iter.next_last_level_gfn,
+         "WARN_ON_ONCE in tdp_mmu_iter_cond_resched: gfn beyond next_last_level_gfn")
+    iter.yielded = True
+    return True
+
+
+# -- zapping -----------------------------------------------------------------------
+
+@requires("shared", rcu="held", yields=True)
+def __tdp_mmu_zap_root(kvm, root: KvmMmuPage, shared: bool, zap_level: int) -> None:
+    """One pass of a root zap: every present entry at or below ``zap_level``.
+
+    Requires: mmu_lock per ``shared``; RCU.
+    """
+    for iter in for_each_tdp_pte_min_level_all(kvm, root, zap_level):
+        while True:                                     # the kernel's "retry:" label
+            if tdp_mmu_iter_cond_resched(kvm, iter, False, shared):
+                break
+            if not S.is_shadow_present_pte(iter.old_spte) or iter.level > zap_level:
+                break
+            if not shared:
+                tdp_mmu_iter_set_spte(kvm, iter, S.SHADOW_NONPRESENT_VALUE)
+                break
+            if tdp_mmu_set_spte_atomic(kvm, iter, S.SHADOW_NONPRESENT_VALUE):
+                break
+            # cmpxchg lost: old_spte was refreshed, retry this entry
+
+
+@requires("shared", taken=("rcu",), yields=True)
+def tdp_mmu_zap_root(kvm, root: KvmMmuPage, shared: bool) -> None:
+    """Zap a whole root: 4K, then 2M, then 1G, then the top level.
+
+    Requires: mmu_lock held for read if ``shared``, else write; takes RCU.
+    Why: the root must stay referenced so mmu_notifiers can reach it while this yields
+    (WARN if its refcount is 0); the passes keep each non-yielding unit small.
+    Returns: nothing.  No TLB flush (invalid roots need none, see the flush rules).
+    """
+    WARN(root.tdp_mmu_root_count.refcount_read() == 0,
+         "WARN_ON_ONCE in tdp_mmu_zap_root: root refcount is 0")
+    rcu_read_lock()
+    for level in (S.PG_LEVEL_4K, S.PG_LEVEL_2M, S.PG_LEVEL_1G, root.role.level):
+        __tdp_mmu_zap_root(kvm, root, shared, level)
+    rcu_read_unlock()
+
+
+@requires("write", taken=("rcu",), yields=True)
+def tdp_mmu_zap_leafs(kvm, root: KvmMmuPage, start: int, end: int, can_yield: bool,
+                      flush: bool) -> bool:
+    """Zap leaf SPTEs of [start, end) in one root.
+
+    Requires: mmu_lock held for write; takes RCU.
+    Why: only leaves are zapped, so no page table is freed and callers need no RCU.
+    Returns: whether a TLB flush is needed before mmu_lock is dropped.
+    """
+    end = min(end, tdp_mmu_max_gfn_exclusive())
+    rcu_read_lock()
+    valid = not root_is_invalid(root)
+    bulk = traps.free_run() and not traps.tracing()
+    for iter in for_each_tdp_pte_min_level(kvm, root, S.PG_LEVEL_4K, start, end):
+        if can_yield and tdp_mmu_iter_cond_resched(kvm, iter, flush, False):
+            flush = False
+            continue
+        if bulk and iter.level == S.PG_LEVEL_4K and iter.idx == 0 and iter.gfn + 512 <= end \
+                and iter.gfn >= start:
+            if _bulk_zap_leaf_table(kvm, iter) and valid:
+                flush = True
+            continue
+        if not S.is_shadow_present_pte(iter.old_spte) or not S.is_last_spte(iter.old_spte,
+                                                                             iter.level):
+            continue
+        tdp_mmu_iter_set_spte(kvm, iter, S.SHADOW_NONPRESENT_VALUE)
+        if valid:
+            flush = True
+    rcu_read_unlock()
+    return flush
+
+
+def _bulk_zap_leaf_table(kvm, iter: TdpIter) -> bool:
+    """Free-run only: zap every present 4K leaf of the iterator's table in one step
+    (numpy), leave the iterator on the table's last entry.  Returns whether any was
+    present."""
+    import numpy as np
+    pt = iter.pt
+    traps.schedule_point((RMW, pt, "zap-leafs*", 0))
+    if pt.freed:
+        pt.read_once(0)
+    a = np.frombuffer(pt.vals, dtype=np.uint64)
+    present = (a & np.uint64(S.SPTE_MMU_PRESENT_MASK)) != 0
+    n = int(np.count_nonzero(present))
+    if n:
+        a[present] = np.uint64(S.SHADOW_NONPRESENT_VALUE)
+        kvm_update_page_stats(kvm, S.PG_LEVEL_4K, -n)
+    iter.idx = S.SPTE_ENT_PER_PAGE - 1
+    iter.gfn += S.SPTE_ENT_PER_PAGE - 1
+    iter.next_last_level_gfn = iter.gfn
+    iter.old_spte = int(a[-1])
+    return n > 0
+
+
+@requires("write", yields=True)
+def kvm_tdp_mmu_zap_leafs(kvm, start: int, end: int, flush: bool) -> bool:
+    """Zap leaves of [start, end) in every valid root of every address space.
+
+    Requires: mmu_lock held for write.
+    Returns: whether the caller must flush TLBs before dropping mmu_lock.
+    """
+    for root in for_each_valid_tdp_mmu_root_yield_safe(kvm, -1):
+        flush = tdp_mmu_zap_leafs(kvm, root, start, end, True, flush)
+    return flush
+
+
+@requires("write", yields=True)
+def kvm_tdp_mmu_zap_all(kvm) -> None:
+    """Zap every root (VM destruction / mmu_notifier release).  No TLB flush: no vCPU
+    will run again.
+
+    Requires: mmu_lock held for write.
+    """
+    for root in __for_each_tdp_mmu_root_yield_safe(kvm, -1, KVM_DIRECT_ROOTS | KVM_INVALID_ROOTS):
+        tdp_mmu_zap_root(kvm, root, False)
+
+
+@requires("none", takes="read", yields=True)
+def kvm_tdp_mmu_zap_invalidated_roots(kvm, shared: bool) -> None:
+    """Zap every root invalidated by kvm_tdp_mmu_invalidate_roots and put the TDP MMU's
+    reference that was handed over with it.
+
+    Requires: mmu_lock not held; takes it for read if ``shared``, else for write.
+    Why: walks every address space (the seed's fix: a walk filtered by as_id would
+    never put the reference of an invalidated SMM root); the reference is put *after*
+    the zap so the root stays reachable by mmu_notifiers meanwhile.
+    Returns: nothing.  No TLB flush.
+    """
+    if shared:
+        read_lock(kvm.mmu_lock)
+    else:
+        write_lock(kvm.mmu_lock)
+    one_as = traps.defect("zap-invalidated-roots-one-as")
+    roots = (__for_each_tdp_mmu_root_yield_safe(kvm, 0, KVM_ALL_ROOTS) if one_as
+             else for_each_tdp_mmu_root_yield_safe(kvm))
+    for root in roots:
+        if not root.hdr.read(HDR_TO_ZAP):
+            continue
+        root.hdr.write(HDR_TO_ZAP, 0)
+        WARN(not root_is_invalid(root),
+             "KVM_BUG_ON in kvm_tdp_mmu_zap_invalidated_roots: scheduled root is valid")
+        tdp_mmu_zap_root(kvm, root, shared)
+        kvm_tdp_mmu_put_root(kvm, root)
+    if shared:
+        read_unlock(kvm.mmu_lock)
+    else:
+        write_unlock(kvm.mmu_lock)
+
+
+@requires("write", dying_ok=True)
+def kvm_tdp_mmu_invalidate_roots(kvm, root_types: int) -> None:
+    """Mark every matching valid root invalid and scheduled for zapping.
+
+    Requires: mmu_lock held for write (waived while the VM is being destroyed).
+    Why: must happen in the same write-locked section as the vCPUs' reload request; no
+    reference is taken: the TDP MMU's own reference is handed to the zapper.
+    Returns: nothing.
+    """
+    if WARN(bool(root_types & KVM_INVALID_ROOTS), "WARN_ON_ONCE: invalidating invalid roots"):
+        root_types &= ~KVM_INVALID_ROOTS
+    held = lockdep_is_held_type(kvm.mmu_lock, "write") or kvm.dying
+    for root in kvm.arch.tdp_mmu_roots.list_for_each_entry(held, "mmu_lock held for write"):
+        if not tdp_mmu_root_match(root, root_types) or root_is_invalid(root):
+            continue
+        root.hdr.write(HDR_TO_ZAP, 1)
+        root.hdr.write(HDR_INVALID, 1)
+
+
+@requires("write", yields=True)
+def kvm_tdp_mmu_unmap_gfn_range(kvm, as_id: int, start: int, end: int, may_block: bool,
+                                flush: bool) -> bool:
+    """mmu_notifier / memslot zap of [start, end) in one address space, including
+    invalid roots (notifier events must reach every root that may still be used).
+
+    Requires: mmu_lock held for write.
+    Returns: whether a flush is needed.
+    """
+    for root in __for_each_tdp_mmu_root_yield_safe(kvm, as_id, KVM_DIRECT_ROOTS | KVM_INVALID_ROOTS):
+        flush = tdp_mmu_zap_leafs(kvm, root, start, end, may_block, flush)
+    return flush
+
+
+@requires("read", rcu="held")
+def kvm_tdp_mmu_zap_possible_nx_huge_page(kvm, sp: KvmMmuPage) -> bool:
+    """Zap one page table (NX recovery) if it is still linked where it was.
+
+    Requires: mmu_lock held for read; RCU (the caller's).
+    Returns: True if a flush is needed.
+    """
+    if WARN(sp.ptep is None, "WARN_ON_ONCE: zapping a root as an NX page"):
+        return False
+    iter = TdpIter(kvm)
+    iter.pt, iter.idx = sp.ptep
+    iter.level = sp.role.level + 1
+    iter.gfn = sp.gfn
+    iter.as_id = sp.as_id
+    iter.old_spte = iter.pt.read_once(iter.idx)
+    child = spte_to_child_pt(kvm, iter.old_spte, iter.level)
+    if child is not sp.spt:
+        return False
+    if not tdp_mmu_set_spte_atomic(kvm, iter, S.SHADOW_NONPRESENT_VALUE):
+        WARN(spte_to_child_pt(kvm, iter.old_spte, iter.level) is sp.spt,
+             "WARN_ON_ONCE: NX zap CAS failed but the SPTE still points at the page")
+        return False
+    return True
+
+
+# -- the page fault ----------------------------------------------------------------
+
+@requires("read", rcu="held")
+def tdp_mmu_map_handle_target_level(vcpu, fault, iter: TdpIter) -> int:
+    """Install the leaf at the goal level.
+
+    Requires: mmu_lock held for read; RCU.
+    Returns: RET_PF_FIXED, RET_PF_SPURIOUS, RET_PF_RETRY, RET_PF_EMULATE or
+    RET_PF_WRITE_PROTECTED.
+    """
+    kvm = vcpu.kvm
+    m = kvm.masks
+    sp = sptep_to_sp(kvm, iter.pt)
+    if WARN(sp.role.level != fault.goal_level, "WARN_ON_ONCE: target page level != goal"):
+        return RET_PF_RETRY
+    old = iter.old_spte
+    if S.is_shadow_present_pte(old) and S.is_last_spte(old, iter.level) and (
+            fault.prefetch or _is_access_allowed(fault, old, m)):
+        WARN(S.spte_to_pfn(old) != fault.pfn,
+             "WARN_ON_ONCE in tdp_mmu_map_handle_target_level: spurious fault, other pfn")
+        return RET_PF_SPURIOUS
+    wrprot = False
+    if fault.slot is None:
+        new_spte = S.make_mmio_spte(iter.gfn, S.ACC_ALL, kvm.memslots_generation, m)
+    else:
+        wrprot, new_spte = S.make_spte(
+            level=iter.level, gfn=iter.gfn, pfn=fault.pfn, pte_access=S.ACC_ALL,
+            old_spte=old, prefetch=fault.prefetch, host_writable=fault.map_writable,
+            ad_disabled=sp.role.ad_disabled,
+            nx_huge_page_workaround=fault.nx_huge_page_workaround_enabled, m=m)
+    if new_spte == old:
+        ret = RET_PF_SPURIOUS
+    elif not tdp_mmu_set_spte_atomic(kvm, iter, new_spte):
+        return RET_PF_RETRY
+    elif S.is_shadow_present_pte(old) and (
+            not S.is_last_spte(old, iter.level)
+            or WARN(S.leaf_spte_change_needs_tlb_flush(old, new_spte, m),
+                    "WARN_ON_ONCE: replacing a leaf drops MMU-writable")):
+        from .mmu import kvm_flush_remote_tlbs_gfn
+        kvm_flush_remote_tlbs_gfn(kvm, iter.gfn, iter.level)
+        ret = RET_PF_FIXED
+    else:
+        ret = RET_PF_FIXED
+    if wrprot and fault.write:
+        ret = RET_PF_WRITE_PROTECTED
+    if S.is_mmio_spte(new_spte, m):
+        vcpu.stat.pf_mmio_spte_created += 1
+        return RET_PF_EMULATE
+    return ret
+
+
+def _is_access_allowed(fault, spte: int, m) -> bool:
+    if fault.exec:
+        return S.is_executable_pte(spte, m)
+    if fault.write:
+        return S.is_writable_pte(spte)
+    return S.is_shadow_present_pte(spte)     # reads: any present leaf (EPT R is set)
+
+
+@requires("shared", rcu="held")
+def tdp_mmu_link_sp(kvm, iter: TdpIter, sp: KvmMmuPage, shared: bool) -> int:
+    """Link a new page table at the iterator (CAS if ``shared``, plain set otherwise).
+
+    Requires: mmu_lock per ``shared``; RCU.
+    Returns: 0, or -EBUSY (the CAS lost; nothing changed).
+    """
+    new_spte = S.make_nonleaf_spte(sp.spt.pfn, not kvm.masks.ad_enabled, kvm.masks)
+    if shared:
+        if not tdp_mmu_set_spte_atomic(kvm, iter, new_spte):
+            return -16
+    else:
+        tdp_mmu_iter_set_spte(kvm, iter, new_spte)
+    tdp_account_mmu_page(kvm, sp)
+    return 0
+
+
+@requires("shared", rcu="held")
+def tdp_mmu_split_huge_page(kvm, iter: TdpIter, sp: KvmMmuPage, shared: bool) -> int:
+    """Fill ``sp`` with the small SPTEs of the huge one at the iterator, then link it.
+
+    Requires: mmu_lock per ``shared``; RCU.
+    Returns: 0 or -EBUSY.  No TLB flush: both forms translate the same.
+    """
+    huge = iter.old_spte
+    level = iter.level
+    for i in range(S.SPTE_ENT_PER_PAGE):
+        sp.spt.vals[i] = S.make_small_spte(huge, level - 1, i,
+                                           kvm.nx_huge_page_workaround_enabled, kvm.masks)
+    ret = tdp_mmu_link_sp(kvm, iter, sp, shared)
+    if ret:
+        return ret
+    kvm_update_page_stats(kvm, level - 1, S.SPTE_ENT_PER_PAGE)
+    return 0
+
+
+def disallowed_hugepage_adjust(fault, spte: int, cur_level: int, kvm) -> None:
+    """Never replace an existing page table with an NX huge page (mmu.c)."""
+    if (cur_level > S.PG_LEVEL_4K and cur_level == fault.goal_level
+            and S.is_shadow_present_pte(spte) and not S.is_large_pte(spte)):
+        child = kvm.pt_by_pfn.get(S.spte_to_pfn(spte))
+        if child is not None and child.hdr.read(HDR_NX):
+            fault.goal_level -= 1
+            fault.pfn |= fault.gfn & (S.KVM_PAGES_PER_HPAGE(cur_level) - S.KVM_PAGES_PER_HPAGE(cur_level - 1))
+
+
+@requires("read", taken=("rcu", "tdp_mmu_pages_lock"))
+def kvm_tdp_mmu_map(vcpu, fault) -> int:
+    """Handle a TDP page fault: walk to the goal level, linking page tables on the way.
+
+    Requires: mmu_lock held for read (taken by kvm_tdp_mmu_page_fault); takes RCU.
+    Why: faults run concurrently on many vCPUs; every change is a cmpxchg and any lost
+    race, frozen SPTE or early end of walk sends the vCPU back to retry the access.
+    Returns: a RET_PF_* code.
+    """
+    from .mmu import kvm_mmu_hugepage_adjust
+    kvm = vcpu.kvm
+    root = vcpu.root
+    kvm_mmu_hugepage_adjust(vcpu, fault)
+    rcu_read_lock()
+    ret = RET_PF_RETRY
+    reached = False
+    ended = False
+    iter = None
+    for iter in for_each_tdp_pte(kvm, root, fault.gfn, fault.gfn + 1):
+        if fault.nx_huge_page_workaround_enabled:
+            disallowed_hugepage_adjust(fault, iter.old_spte, iter.level, kvm)
+        if S.is_frozen_spte(iter.old_spte):
+            break                                   # RET_PF_RETRY
+        if iter.level == fault.goal_level:
+            reached = True
+            break
+        if S.is_shadow_present_pte(iter.old_spte) and not S.is_large_pte(iter.old_spte):
+            continue
+        sp = tdp_mmu_alloc_sp(vcpu)
+        tdp_mmu_init_child_sp(sp, iter)
+        sp.hdr.write(HDR_NX, 1 if fault.huge_page_disallowed else 0)
+        if S.is_shadow_present_pte(iter.old_spte):
+            r = tdp_mmu_split_huge_page(kvm, iter, sp, True)
+        else:
+            r = tdp_mmu_link_sp(kvm, iter, sp, True)
+        if r:
+            tdp_mmu_free_sp(sp)                     # never published
+            break                                   # RET_PF_RETRY
+        if fault.huge_page_disallowed and fault.req_level >= iter.level:
+            spin_lock(kvm.arch.tdp_mmu_pages_lock)
+            if sp.hdr.read(HDR_NX):
+                track_possible_nx_huge_page(kvm, sp)
+            spin_unlock(kvm.arch.tdp_mmu_pages_lock)
+    else:
+        ended = True
+    if reached:
+        ret = tdp_mmu_map_handle_target_level(vcpu, fault, iter)
+    elif ended:
+        # the walk aborted before the target level (e.g. an upper SPTE was frozen)
+        WARN(iter is not None and iter.level == fault.goal_level,
+             "WARN_ON_ONCE in kvm_tdp_mmu_map: walk ended at the goal level")
+    rcu_read_unlock()
+    return ret
+
+
+@requires("either", taken=("rcu",))
+def kvm_tdp_mmu_gpa_is_mapped(vcpu, gpa: int) -> bool:
+    """Whether the vCPU's root maps ``gpa`` with a present leaf.
+
+    Requires: mmu_lock held, either mode; takes RCU.
+    """
+    gfn = gpa >> S.PAGE_SHIFT
+    rcu_read_lock()
+    mapped = False
+    for iter in for_each_tdp_pte(vcpu.kvm, vcpu.root, gfn, gfn + 1):
+        if S.is_shadow_present_pte(iter.old_spte) and S.is_last_spte(iter.old_spte, iter.level):
+            mapped = True
+    rcu_read_unlock()
+    return mapped
+
+
+# -- init / uninit -----------------------------------------------------------------
+
+@requires("none")
+def kvm_mmu_init_tdp_mmu(kvm) -> None:
+    """Nothing to allocate since the async zap workqueue is gone (void since v6.6)."""
+    kvm.arch.tdp_mmu_pages = 0
+
+
+@requires("none", takes="write", taken=("rcu",), yields=True)
+def kvm_mmu_uninit_tdp_mmu(kvm) -> None:
+    """VM teardown: invalidate and zap every root, check nothing is left, wait for RCU.
+
+    Requires: mmu_lock not held (taken for write through
+    kvm_tdp_mmu_zap_invalidated_roots(kvm, false)).
+    Returns: nothing.  The kernel's WARNs (pages or roots left) are checks here.
+    """
+    from ..sync import rcu_barrier
+    kvm_tdp_mmu_invalidate_roots(kvm, KVM_VALID_ROOTS)
+    kvm_tdp_mmu_zap_invalidated_roots(kvm, False)
+    WARN(kvm.arch.tdp_mmu_pages != 0,
+         f"WARN_ON in kvm_mmu_uninit_tdp_mmu: {kvm.arch.tdp_mmu_pages} TDP MMU page(s) left")
+    rcu_read_lock()
+    left = [r.spt.name for r in kvm.arch.tdp_mmu_roots.list_for_each_entry_rcu()]
+    rcu_read_unlock()
+    WARN(bool(left), f"WARN_ON in kvm_mmu_uninit_tdp_mmu: tdp_mmu_roots not empty: "
+                     f"{', '.join(left)}")
+    rcu_barrier()
+
+
+__all__ = [name for name in dir() if not name.startswith("_") or name.startswith("__tdp")
+           or name.startswith("__for_each") or name.startswith("__kvm")]
+_ = (READ, KVM_ALL_ROOTS, RET_PF_FIXED)
