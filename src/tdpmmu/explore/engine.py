@@ -95,7 +95,7 @@ class ExploreResult:
 # -- origins -----------------------------------------------------------------------
 
 _PKG = format_site.__code__.co_filename.rsplit("/runtime/", 1)[0]
-_INTERNAL = (_PKG + "/runtime/", _PKG + "/sync/", _PKG + "/explore/")
+_INTERNAL = (_PKG + "/runtime/", _PKG + "/sync/", _PKG + "/explore/", _PKG + "/mmu/locking.py")
 
 
 def _frames(v: BaseException):

@@ -20,9 +20,8 @@ flushes on root load, as KVM does).
 
 from __future__ import annotations
 
-from ..runtime.errors import InvariantViolation
 from ..runtime.ops import READ, WRITE
-from ..sync import srcu_read_lock, srcu_read_unlock
+from ..sync import cond_resched, srcu_read_lock, srcu_read_unlock
 from . import spte as S
 from .kvm import KVM_REQ_MMU_FREE_OBSOLETE_ROOTS, KVM_REQ_TLB_FLUSH, KvmVcpu
 from .mmu import (IN_GUEST_MODE, OUTSIDE_GUEST_MODE, kvm_check_request,
@@ -33,7 +32,6 @@ from .mmu_internal import PFERR_FETCH_MASK, PFERR_PRESENT_MASK, PFERR_WRITE_MASK
 READ_ACCESS = "r"
 WRITE_ACCESS = "w"
 EXEC_ACCESS = "x"
-MAX_ACCESS_ATTEMPTS = 64
 
 
 class TlbEntry:
@@ -100,6 +98,7 @@ def vcpu_enter_guest(vcpu: KvmVcpu) -> None:
 
 def vcpu_exit_guest(vcpu: KvmVcpu) -> None:
     vcpu.mode.write_once(0, OUTSIDE_GUEST_MODE)
+    vcpu.guest_exits += 1
     from ..runtime import traps
     waiters, vcpu.guest_exit_waiters = vcpu.guest_exit_waiters, []
     for t in waiters:
@@ -136,9 +135,15 @@ def hardware_walk(vcpu: KvmVcpu, gfn: int, access: str):
 
 
 def guest_access(vcpu: KvmVcpu, gpa: int, access: str = READ_ACCESS) -> int:
-    """One guest memory access; returns the host pfn it reached (4K granularity)."""
+    """One guest memory access; returns the host pfn it reached (4K granularity).
+
+    Retries until the access completes, as a vCPU does; each VM exit that handled a
+    fault is followed by a voluntary reschedule point (vcpu_run's
+    xfer_to_guest_mode_handle_work).  A vCPU that can never complete its access is a
+    livelock, caught by the step bound.
+    """
     gfn = gpa >> S.PAGE_SHIFT
-    for _ in range(MAX_ACCESS_ATTEMPTS):
+    while True:
         vcpu_enter_guest(vcpu)
         e = vcpu.tlb.lookup(gfn)
         if e is None or not _allowed(e, access):
@@ -153,6 +158,7 @@ def guest_access(vcpu: KvmVcpu, gpa: int, access: str = READ_ACCESS) -> int:
                 idx = srcu_read_lock(vcpu.kvm.srcu)
                 kvm_mmu_page_fault(vcpu, gpa, code)
                 srcu_read_unlock(vcpu.kvm.srcu, idx)
+                cond_resched()
                 continue
         pfn = e.pfn + (gfn - e.gfn)
         from ..runtime import traps
@@ -160,8 +166,6 @@ def guest_access(vcpu: KvmVcpu, gpa: int, access: str = READ_ACCESS) -> int:
                               f"guest {access} gfn {gfn:#x} -> pfn {pfn:#x}", None))
         vcpu_exit_guest(vcpu)
         return pfn
-    raise InvariantViolation(f"{vcpu.name}: guest access to gpa {gpa:#x} did not complete "
-                             f"after {MAX_ACCESS_ATTEMPTS} attempts")
 
 
 def kvm_smm_transition(vcpu: KvmVcpu, smm: bool) -> None:

@@ -187,6 +187,8 @@ class KvmVcpu:
         #: vcpu->mode: IN_GUEST_MODE between VM entry and exit (read by requesters)
         self.mode = Words(f"{self.name}.mode")
         self.guest_exit_waiters: list = []
+        #: VM exits so far (a kicked requester waits for this to change)
+        self.guest_exits = 0
         #: memory caches topped up before mmu_lock (mmu_topup_memory_caches)
         self.mmu_page_cache: list = []
 

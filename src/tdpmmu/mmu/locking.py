@@ -142,10 +142,10 @@ def requires(mmu_lock: str, *, takes: str | None = None, rcu: str | None = None,
     return deco
 
 
-def _rcu_check():
+def _rcu_check(where: str):
     ts = traps._EX.current.ext
     if ts is None or not ts.rcu_nesting:
-        lockdep_assert_in_rcu_read_lock()
+        lockdep_assert_in_rcu_read_lock(where)
 
 
 def _mode_ok(lock, modes) -> bool:
@@ -165,6 +165,7 @@ _ANY = ("read", "write", "exclusive")
 def _make_wrapper(fn, req, kidx, sidx, params, dying_ok):
     """A wrapper specialised to the requirement (the common cases cost ~0.2 us)."""
     mode = req.mmu_lock
+    where = req.function
     rcu_held = req.rcu == "held"
     held = req.held
     takes = req.takes
@@ -175,7 +176,7 @@ def _make_wrapper(fn, req, kidx, sidx, params, dying_ok):
                 return fn(*args, **kwargs)
         else:
             def wrapper(*args, **kwargs):
-                _rcu_check()
+                _rcu_check(where)
                 return fn(*args, **kwargs)
         return wrapper
 
@@ -190,17 +191,17 @@ def _make_wrapper(fn, req, kidx, sidx, params, dying_ok):
         lock = kvm.mmu_lock
         if modes is not None:
             if not _mode_ok(lock, modes) and not (dying_ok and kvm.dying):
-                assert_fn(lock)
+                assert_fn(lock, where)
         elif sidx is not None:
             shared = args[sidx] if sidx < len(args) else kwargs["shared"]
             if not _mode_ok(lock, _READ if shared else _WRITE):
-                (lockdep_assert_held_read if shared else lockdep_assert_held_write)(lock)
+                (lockdep_assert_held_read if shared else lockdep_assert_held_write)(lock, where)
         elif takes is not None:
-            lockdep_assert_not_held(lock)
+            lockdep_assert_not_held(lock, where)
         if rcu_held:
-            _rcu_check()
+            _rcu_check(where)
         for name in held:
-            lockdep_assert_held(getattr(kvm, name))
+            lockdep_assert_held(getattr(kvm, name), where)
         return fn(*args, **kwargs)
     return wrapper
 

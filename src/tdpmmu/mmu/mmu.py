@@ -14,17 +14,19 @@ from __future__ import annotations
 
 from ..runtime import traps
 from ..runtime.errors import KernelWarning
-from ..sync import (GFP_KERNEL, RefCount, free_page, might_sleep, read_lock, read_unlock,  # noqa: F401
-                    srcu_read_lock, srcu_read_unlock, write_lock, write_unlock)
+from ..sync import (GFP_KERNEL, RefCount, free_page, might_sleep, need_resched,  # noqa: F401
+                    rcu_read_lock, rcu_read_unlock, read_lock, read_unlock, spin_lock,
+                    spin_unlock, srcu_read_lock, srcu_read_unlock, write_lock, write_unlock)
 from . import spte as S
 from .kvm import (HOST_PFN_ALIGN, HOST_PFN_BASE, KVM_REQ_MMU_FREE_OBSOLETE_ROOTS,
                   KVM_REQ_TLB_FLUSH, Kvm, KvmMemorySlot, KvmVcpu)
 from .locking import requires
-from .mmu_internal import (KVM_DIRECT_ROOTS, PFERR_FETCH_MASK, PFERR_PRESENT_MASK,
+from .mmu_internal import (HDR_NX, KVM_DIRECT_ROOTS, PFERR_FETCH_MASK, PFERR_PRESENT_MASK,
                            PFERR_USER_MASK, PFERR_WRITE_MASK, RET_PF_CONTINUE, RET_PF_EMULATE,
                            RET_PF_FIXED, RET_PF_INVALID, RET_PF_RETRY, RET_PF_SPURIOUS,
                            KvmPageFault)
-from .tdp_mmu import (_alloc_sp, kvm_mmu_init_tdp_mmu, kvm_mmu_uninit_tdp_mmu,
+from .tdp_mmu import (WARN, _alloc_sp, kvm_tdp_mmu_zap_possible_nx_huge_page,
+                      untrack_possible_nx_huge_page, kvm_mmu_init_tdp_mmu, kvm_mmu_uninit_tdp_mmu,
                       kvm_tdp_mmu_alloc_root, kvm_tdp_mmu_invalidate_roots, kvm_tdp_mmu_map,
                       kvm_tdp_mmu_put_root, kvm_tdp_mmu_zap_all, kvm_tdp_mmu_zap_invalidated_roots,
                       kvm_tdp_mmu_zap_leafs, root_is_invalid, tdp_mmu_free_sp)
@@ -112,14 +114,19 @@ def kvm_check_request(req: int, vcpu: KvmVcpu) -> bool:
 
 
 def kvm_make_all_cpus_request(kvm: Kvm, req: int) -> None:
-    """Set ``req`` on every vCPU and wait for those in guest mode to leave it
-    (KVM_REQUEST_WAIT: both requests the model uses carry it)."""
+    """Set ``req`` on every vCPU, kick those in guest mode and wait until each of them
+    has left guest mode once (KVM_REQUEST_WAIT, which both requests the model uses
+    carry: the IPI is acknowledged at VM exit; re-entering afterwards is fine, because
+    the vCPU then sees the request first)."""
     for vcpu in kvm.vcpus:
         kvm_make_request(req, vcpu)
     for vcpu in kvm.vcpus:
-        while vcpu.mode.read_once(0) == IN_GUEST_MODE:
+        if vcpu.mode.read_once(0) != IN_GUEST_MODE:
+            continue
+        seen = vcpu.guest_exits
+        while vcpu.guest_exits == seen:
             vcpu.guest_exit_waiters.append(traps.current_task())
-            traps.block(f"{vcpu.name} to leave guest mode")
+            traps.block(f"{vcpu.name} to leave guest mode (IPI ack)")
 
 
 def kvm_flush_remote_tlbs(kvm: Kvm) -> None:
@@ -249,10 +256,13 @@ def kvm_tdp_mmu_page_fault(vcpu: KvmVcpu, fault: KvmPageFault) -> int:
     if r != RET_PF_CONTINUE:
         return r
     r = RET_PF_RETRY
-    read_lock(kvm.mmu_lock)
+    locked = not traps.defect("fault-without-mmu-lock")    # test-only negative control
+    if locked:
+        read_lock(kvm.mmu_lock)
     if not is_page_fault_stale(vcpu, fault):
         r = kvm_tdp_mmu_map(vcpu, fault)
-    read_unlock(kvm.mmu_lock)
+    if locked:
+        read_unlock(kvm.mmu_lock)
     return r
 
 
@@ -359,7 +369,7 @@ def kvm_zap_gfn_range(kvm: Kvm, gfn_start: int, gfn_end: int) -> None:
     kvm_mmu_invalidate_begin(kvm)
     kvm_mmu_invalidate_range_add(kvm, gfn_start, gfn_end)
     flush = kvm_tdp_mmu_zap_leafs(kvm, gfn_start, gfn_end, False)
-    if flush and not traps.defect("zap-gfn-range-no-flush"):
+    if flush:
         kvm_flush_remote_tlbs_range(kvm, gfn_start, gfn_end - gfn_start)
     kvm_mmu_invalidate_end(kvm)
     write_unlock(kvm.mmu_lock)
@@ -377,3 +387,56 @@ def kvm_mmu_zap_all(kvm: Kvm) -> None:
 
 
 _ = (RefCount, free_page, srcu_read_lock, srcu_read_unlock)
+
+
+# -- NX huge page recovery -------------------------------------------------------------
+
+def unaccount_nx_huge_page(kvm: Kvm, sp) -> None:
+    """Requires tdp_mmu_pages_lock: clear nx_huge_page_disallowed and untrack."""
+    sp.hdr.write_once(HDR_NX, 0)
+    untrack_possible_nx_huge_page(kvm, sp)
+
+
+@requires("none", takes="read", taken=("kvm->srcu", "rcu", "tdp_mmu_pages_lock"), yields=True)
+def kvm_recover_nx_huge_pages(kvm: Kvm, ratio: int = 60) -> None:
+    """Zap a share of the page tables that exist only because of the NX huge page
+    mitigation, so huge pages can come back (N: under the read lock).
+
+    Requires: mmu_lock not held; takes it for read, plus kvm->srcu and RCU.
+    Why: each page is popped from the possible-NX list under tdp_mmu_pages_lock, then
+    zapped with a cmpxchg of its parent SPTE only if it is still linked there; a flush
+    is due before yielding and before leaving RCU (its table is freed via call_rcu).
+    """
+    import math
+    nr = len(kvm.arch.possible_nx_huge_pages)
+    to_zap = math.ceil(nr / ratio) if ratio else 0
+    idx = srcu_read_lock(kvm.srcu)
+    read_lock(kvm.mmu_lock)
+    rcu_read_lock()
+    flush = False
+    for _ in range(to_zap):
+        spin_lock(kvm.arch.tdp_mmu_pages_lock)
+        if not kvm.arch.possible_nx_huge_pages:
+            spin_unlock(kvm.arch.tdp_mmu_pages_lock)
+            break
+        sp = kvm.arch.possible_nx_huge_pages[0]
+        WARN(not sp.hdr.read_once(HDR_NX), "WARN_ON_ONCE in kvm_recover_nx_huge_pages: page on "
+                                      "the NX list without nx_huge_page_disallowed")
+        unaccount_nx_huge_page(kvm, sp)
+        spin_unlock(kvm.arch.tdp_mmu_pages_lock)
+        slot = kvm.gfn_to_memslot(sp.as_id, sp.gfn)
+        if not (slot is not None and slot.dirty_logging()):
+            flush |= kvm_tdp_mmu_zap_possible_nx_huge_page(kvm, sp)
+        WARN(bool(sp.hdr.read_once(HDR_NX)), "WARN_ON_ONCE in kvm_recover_nx_huge_pages: flag set")
+        if kvm.mmu_lock.rwlock_needbreak() or need_resched():
+            if flush:
+                kvm_flush_remote_tlbs(kvm)
+                flush = False
+            rcu_read_unlock()
+            kvm.mmu_lock.cond_resched_rwlock_read()
+            rcu_read_lock()
+    if flush:
+        kvm_flush_remote_tlbs(kvm)
+    rcu_read_unlock()
+    read_unlock(kvm.mmu_lock)
+    srcu_read_unlock(kvm.srcu, idx)

@@ -9,7 +9,9 @@ after the page was freed is a use-after-free and so that the race detector sees 
 =======================  ==============================================================
 ``hdr[HDR_INVALID]``     ``role.invalid``: written only under mmu_lock held for write
 ``hdr[HDR_TO_ZAP]``      ``tdp_mmu_scheduled_root_to_zap`` (roots)
-``hdr[HDR_NX]``          ``nx_huge_page_disallowed``: under tdp_mmu_pages_lock
+``hdr[HDR_NX]``          ``nx_huge_page_disallowed``: written under tdp_mmu_pages_lock,
+                         read by faults without it (READ_ONCE/WRITE_ONCE: the kernel's
+                         plain bool accesses are aligned, i.e. atomic for KCSAN)
 ``tdp_mmu_root_count``   refcount_t inside ``hdr`` (roots only)
 ``link``                 the root-list ``next`` pointer inside ``hdr`` (roots only)
 =======================  ==============================================================

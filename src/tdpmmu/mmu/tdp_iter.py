@@ -188,10 +188,25 @@ def for_each_tdp_pte_min_level(kvm, root, min_level: int, start: int, end: int):
 
 def _skip_nonpresent_run(it: TdpIter, end: int) -> None:
     """Scan, as one step, the non-present entries after the current non-present one;
-    leave the iterator on the last of them (the next side step reads the next entry)."""
+    leave the iterator on the last of them (the next side step reads the next entry).
+    The run is measured after the scheduling point, i.e. exactly what the step read."""
     v = it.old_spte
     if v & S.SPTE_MMU_PRESENT_MASK or v == S.FROZEN_SPTE:
         return
+    if _run_last(it, end) - it.idx < 2:
+        return
+    it.pt.read_once(it.idx + 1)         # one step for the run (and the use-after-free check)
+    j = _run_last(it, end)
+    if j - it.idx < 2:
+        return                          # changed meanwhile: go on entry by entry
+    it.gfn += (j - it.idx) * S.KVM_PAGES_PER_HPAGE(it.level)
+    it.idx = j
+    it.next_last_level_gfn = it.gfn
+    it.old_spte = it.pt.vals[j]
+
+
+def _run_last(it: TdpIter, end: int) -> int:
+    """Index of the last entry of the non-present run after ``it.idx`` (within ``end``)."""
     vals = it.pt.vals
     step = S.KVM_PAGES_PER_HPAGE(it.level)
     j = it.idx
@@ -203,13 +218,7 @@ def _skip_nonpresent_run(it: TdpIter, end: int) -> None:
             break
         j += 1
         gfn += step
-    if j - it.idx < 2:
-        return
-    it.pt.read_once(j)          # one step for the run (and the use-after-free check)
-    it.idx = j
-    it.gfn = gfn
-    it.next_last_level_gfn = gfn
-    it.old_spte = vals[j]
+    return j
 
 
 def for_each_tdp_pte(kvm, root, start: int, end: int):

@@ -302,10 +302,10 @@ def tdp_mmu_unlink_sp(kvm, sp: KvmMmuPage) -> None:
     list (since v6.8, even under the write lock).
     """
     tdp_unaccount_mmu_page(kvm, sp)
-    if not sp.hdr.read(HDR_NX):
+    if not sp.hdr.read_once(HDR_NX):
         return
     spin_lock(kvm.arch.tdp_mmu_pages_lock)
-    sp.hdr.write(HDR_NX, 0)
+    sp.hdr.write_once(HDR_NX, 0)
     untrack_possible_nx_huge_page(kvm, sp)
     spin_unlock(kvm.arch.tdp_mmu_pages_lock)
 
@@ -374,6 +374,9 @@ def handle_removed_pt(kvm, pt, shared: bool) -> None:
             old_spte = kvm_tdp_mmu_write_spte(kvm, pt, i, old_spte, S.FROZEN_SPTE, level)
         handle_changed_spte(kvm, as_id, gfn, old_spte, S.FROZEN_SPTE, level, shared)
         i += 1
+    if traps.defect("removed-pt-freed-without-rcu"):
+        tdp_mmu_free_sp(sp)             # test-only: lockless walkers may still be inside
+        return
     call_rcu(tdp_mmu_free_sp_rcu_callback(sp), "tdp_mmu_free_sp_rcu_callback")
 
 
@@ -381,26 +384,32 @@ def _freeze_nonpresent_run(pt, i: int, freeze: bool) -> int:
     """In one step, freeze (``freeze``, the shared case) or just read (exclusive: the
     kernel leaves them alone) the run of non-present, non-frozen entries from ``i``.
     Returns the index after the run (``i`` when entry ``i`` is present or frozen, or
-    the run is a single entry)."""
+    the run is a single entry).  The run is measured *after* the scheduling point, so
+    it is exactly what the step saw."""
     vals = pt.vals
-    j = i
+    if _run_end(vals, i) - i < 2:
+        return i
+    traps.schedule_point((RMW if freeze else READ, pt, "xchg*" if freeze else "READ_ONCE*", i))
+    if pt.freed:
+        pt.read_once(i)                 # reports the use-after-free
+    j = _run_end(vals, i)
+    if j == i:                          # someone made it present meanwhile: per entry
+        return i
+    if freeze:
+        for k in range(i, j):
+            vals[k] = S.FROZEN_SPTE
+        traps.note(f"froze non-present entries {i}..{j - 1}")
+    return j
+
+
+def _run_end(vals, i: int) -> int:
     n = S.SPTE_ENT_PER_PAGE
+    j = i
     while j < n:
         v = vals[j]
         if v & S.SPTE_MMU_PRESENT_MASK or v == S.FROZEN_SPTE:
             break
         j += 1
-    if j - i < 2:
-        return i
-    if not freeze:
-        pt.read_once(i)                 # one step for the run
-        return j
-    traps.schedule_point((RMW, pt, "xchg*", i))
-    if pt.freed:
-        pt.read_once(i)                 # reports the use-after-free
-    for k in range(i, j):
-        vals[k] = S.FROZEN_SPTE
-    traps.note(f"froze non-present entries {i}..{j - 1}")
     return j
 
 
@@ -878,7 +887,7 @@ def disallowed_hugepage_adjust(fault, spte: int, cur_level: int, kvm) -> None:
     if (cur_level > S.PG_LEVEL_4K and cur_level == fault.goal_level
             and S.is_shadow_present_pte(spte) and not S.is_large_pte(spte)):
         child = kvm.pt_by_pfn.get(S.spte_to_pfn(spte))
-        if child is not None and child.hdr.read(HDR_NX):
+        if child is not None and child.hdr.read_once(HDR_NX):
             fault.goal_level -= 1
             fault.pfn |= fault.gfn & (S.KVM_PAGES_PER_HPAGE(cur_level) - S.KVM_PAGES_PER_HPAGE(cur_level - 1))
 
@@ -913,7 +922,7 @@ def kvm_tdp_mmu_map(vcpu, fault) -> int:
             continue
         sp = tdp_mmu_alloc_sp(vcpu)
         tdp_mmu_init_child_sp(sp, iter)
-        sp.hdr.write(HDR_NX, 1 if fault.huge_page_disallowed else 0)
+        sp.hdr.write_once(HDR_NX, 1 if fault.huge_page_disallowed else 0)
         if S.is_shadow_present_pte(iter.old_spte):
             r = tdp_mmu_split_huge_page(kvm, iter, sp, True)
         else:
@@ -923,7 +932,7 @@ def kvm_tdp_mmu_map(vcpu, fault) -> int:
             break                                   # RET_PF_RETRY
         if fault.huge_page_disallowed and fault.req_level >= iter.level:
             spin_lock(kvm.arch.tdp_mmu_pages_lock)
-            if sp.hdr.read(HDR_NX):
+            if sp.hdr.read_once(HDR_NX):
                 track_possible_nx_huge_page(kvm, sp)
             spin_unlock(kvm.arch.tdp_mmu_pages_lock)
     else:

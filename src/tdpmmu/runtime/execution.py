@@ -70,7 +70,9 @@ class TraceStep:
 # -- source sites ------------------------------------------------------------------
 
 _PKG_DIR = __file__.rsplit("/runtime/", 1)[0]
-_INTERNAL_DIRS = (_PKG_DIR + "/runtime/", _PKG_DIR + "/sync/")
+#: frames not shown as "where" in traces and reports: the machinery, and the wrapper
+#: that asserts declared lock requirements (the declared function's caller is the site)
+_INTERNAL_DIRS = (_PKG_DIR + "/runtime/", _PKG_DIR + "/sync/", _PKG_DIR + "/mmu/locking.py")
 _internal_code: dict = {}
 
 

@@ -141,7 +141,7 @@ def register_defect(name: str, title: str, expected: str, scenarios, description
 
 
 def _load_builtin():
-    from . import selftest  # noqa: F401  (registers on import)
+    from . import mmu_core, selftest  # noqa: F401  (register on import)
 
 
 def get_scenario(name_or_fn) -> Scenario:

@@ -182,9 +182,9 @@ def lockdep_is_held_type(lock, mode: str) -> bool:
     return False
 
 
-def _not_held(lock, wanted: str):
+def _not_held(lock, wanted: str, where: str | None = None):
     ts = cur_state()
-    fn = _caller_function()
+    fn = where or _caller_function()
     v = LockNotHeld(f"lockdep_assert_held{wanted}({lock.name}) failed in {fn}: "
                     f"{ts.name} holds {_held_desc(ts)}")
     v.add_evidence("held", f"{ts.name}: {_held_desc(ts)}")
@@ -192,43 +192,44 @@ def _not_held(lock, wanted: str):
     raise v
 
 
-def lockdep_assert_held(lock) -> None:
-    """The current task holds ``lock`` in any mode."""
+def lockdep_assert_held(lock, where: str | None = None) -> None:
+    """The current task holds ``lock`` in any mode (``where``: the function to name)."""
     for h in cur_state().held:
         if h.lock is lock:
             return
-    _not_held(lock, "")
+    _not_held(lock, "", where)
 
 
-def lockdep_assert_held_read(lock) -> None:
+def lockdep_assert_held_read(lock, where: str | None = None) -> None:
     for h in cur_state().held:
         if h.lock is lock and h.mode == "read":
             return
-    _not_held(lock, "_read")
+    _not_held(lock, "_read", where)
 
 
-def lockdep_assert_held_write(lock) -> None:
+def lockdep_assert_held_write(lock, where: str | None = None) -> None:
     for h in cur_state().held:
         if h.lock is lock and h.mode in ("write", "exclusive"):
             return
-    _not_held(lock, "_write")
+    _not_held(lock, "_write", where)
 
 
-def lockdep_assert_in_rcu_read_lock() -> None:
+def lockdep_assert_in_rcu_read_lock(where: str | None = None) -> None:
     ts = cur_state()
     if not ts.rcu_nesting:
-        v = LockNotHeld(f"lockdep_assert_in_rcu_read_lock() failed in {_caller_function()}: "
+        v = LockNotHeld(f"lockdep_assert_in_rcu_read_lock() failed in "
+                        f"{where or _caller_function()}: "
                         f"{ts.name} is not inside rcu_read_lock()")
         v.add_evidence("held", f"{ts.name}: {_held_desc(ts)}")
         raise v
 
 
-def lockdep_assert_not_held(lock) -> None:
+def lockdep_assert_not_held(lock, where: str | None = None) -> None:
     ts = cur_state()
     for h in ts.held:
         if h.lock is lock:
             raise LockHeldWrongly(f"lockdep_assert_not_held({lock.name}) failed in "
-                                  f"{_caller_function()}: " + h.describe(ts.name))
+                                  f"{where or _caller_function()}: " + h.describe(ts.name))
 
 
 # -- atomic context --------------------------------------------------------------

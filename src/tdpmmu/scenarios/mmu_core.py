@@ -1,0 +1,174 @@
+"""Concurrent scenarios over the TDP MMU core (faults, roots, zaps, teardown).
+
+Each scenario builds a VM (``kvm_create_vm``), its memslots and vCPUs, spawns tasks that
+run real KVM flows, and ends with VM teardown plus the checks the kernel makes there
+(no root, no page table, no pending RCU callback, no leaked allocation).
+"""
+
+from __future__ import annotations
+
+from ..mmu import (EXEC_ACCESS, READ_ACCESS, WRITE_ACCESS, guest_access, kvm_create_vcpu, kvm_create_vm,
+                   kvm_destroy_vm, kvm_mmu_zap_all_fast, kvm_set_memory_region,
+                   kvm_smm_transition, kvm_zap_gfn_range)
+from ..mmu import spte as S
+from ..runtime.errors import InvariantViolation
+from ..sync import (Completion, assert_no_leaks, join, mutex_lock, mutex_unlock, rcu_pending_callbacks,
+                    spawn)
+from .registry import register_defect, scenario
+
+MMU = ("mmu",)
+
+
+def build_vm(vcpus: int, npages: int = 1024, backing_level: int = S.PG_LEVEL_4K,
+             smm: bool = False, **kw):
+    """A VM with one memslot per address space (the SMM one only with ``smm``)."""
+    kvm = kvm_create_vm(**kw)
+    kvm_set_memory_region(kvm, 0, 0, 0, npages, backing_level)
+    if smm:
+        kvm_set_memory_region(kvm, 1, 0, 0, npages, backing_level)
+    for _ in range(vcpus):
+        kvm_create_vcpu(kvm)
+    return kvm
+
+
+def spawn_teardown(kvm, tasks):
+    """A ``vm_teardown`` task: waits for ``tasks`` (the VMM closing the VM once its
+    threads are gone), then kvm_destroy_vm.  Returns the final check."""
+    def teardown():
+        for t in tasks:
+            join(t)
+        kvm_destroy_vm(kvm)
+    spawn("vm_teardown", teardown)
+    return lambda: teardown_check(kvm)
+
+
+def teardown_check(kvm) -> None:
+    """The kernel's end-of-life expectations, after kvm_destroy_vm."""
+    if kvm.arch.tdp_mmu_roots.peek_all():
+        raise InvariantViolation("roots left after VM teardown: "
+                                 + ", ".join(r.name for r in kvm.arch.tdp_mmu_roots.peek_all()))
+    if rcu_pending_callbacks():
+        raise InvariantViolation(f"{rcu_pending_callbacks()} RCU callback(s) pending after "
+                                 f"VM teardown")
+    for level, n in ((1, kvm.stat.pages_4k), (2, kvm.stat.pages_2m), (3, kvm.stat.pages_1g)):
+        if n:
+            raise InvariantViolation(f"pages_{S.level_name(level).lower()} = {n} after teardown")
+    assert_no_leaks("after VM teardown")
+
+
+def zap_all_fast(kvm) -> None:
+    """A memslot update's fast zap (the caller holds slots_lock)."""
+    mutex_lock(kvm.slots_lock)
+    kvm_mmu_zap_all_fast(kvm)
+    mutex_unlock(kvm.slots_lock)
+
+
+@scenario("mmu-faults-vs-zap-all-fast", tags=MMU, dfs_bound=1, max_steps=60_000)
+def mmu_faults_vs_zap_all_fast(vcpus: int = 2, accesses: int = 2, smm: bool = False):
+    """vCPUs fault in the same and different GFNs while a memslot update runs
+    kvm_mmu_zap_all_fast (invalidate all roots, zap them under the read lock); then
+    the VM is torn down."""
+    kvm = build_vm(vcpus, smm=smm)
+
+    def vcpu_body(v):
+        def run():
+            for k in range(accesses):
+                gfn = k if v.vcpu_id % 2 == 0 else (k * 3) % 8    # overlap on gfn 0
+                guest_access(v, gfn << 12, WRITE_ACCESS if k % 2 else READ_ACCESS)
+            if smm and v.vcpu_id == 0:
+                kvm_smm_transition(v, True)
+                guest_access(v, 0x1000, READ_ACCESS)
+        return run
+
+    tasks = [spawn(v.name, vcpu_body(v)) for v in kvm.vcpus]
+    tasks.append(spawn("memslot_update", lambda: zap_all_fast(kvm)))
+    return spawn_teardown(kvm, tasks)
+
+
+@scenario("mmu-smm-teardown", tags=MMU, dfs_bound=1, max_steps=60_000)
+def mmu_smm_teardown(vcpus: int = 2):
+    """vCPUs run in normal mode and in SMM (roots in both address spaces); a fast zap
+    invalidates them all; teardown must leave no root in either address space."""
+    kvm = build_vm(vcpus, smm=True)
+
+    def vcpu_body(v):
+        def run():
+            guest_access(v, 0, READ_ACCESS)
+            kvm_smm_transition(v, True)
+            guest_access(v, 0x2000, WRITE_ACCESS)
+            if v.vcpu_id == 0:
+                kvm_smm_transition(v, False)
+                guest_access(v, 0x3000, READ_ACCESS)
+        return run
+
+    tasks = [spawn(v.name, vcpu_body(v)) for v in kvm.vcpus]
+    tasks.append(spawn("memslot_update", lambda: zap_all_fast(kvm)))
+    return spawn_teardown(kvm, tasks)
+
+
+@scenario("mmu-fault-vs-zap-range", tags=MMU, dfs_bound=2, max_steps=60_000)
+def mmu_fault_vs_zap_range(vcpus: int = 1, backing: int = 1):
+    """A vCPU faults and accesses a page while kvm_zap_gfn_range zaps (and flushes) the
+    range under the write lock; backing=2 maps with 2M pages."""
+    kvm = build_vm(vcpus, backing_level=backing)
+
+    def vcpu_body(v):
+        def run():
+            guest_access(v, 0x3000, WRITE_ACCESS)
+            guest_access(v, 0x3000, READ_ACCESS)
+        return run
+
+    tasks = [spawn(v.name, vcpu_body(v)) for v in kvm.vcpus]
+    tasks.append(spawn("zapper", lambda: kvm_zap_gfn_range(kvm, 0, 512)))
+    return spawn_teardown(kvm, tasks)
+
+
+@scenario("mmu-nx-recovery-vs-fault", tags=MMU, dfs_bound=2, max_steps=60_000)
+def mmu_nx_recovery_vs_fault(vcpus: int = 2):
+    """With the NX huge page mitigation on and 2M backing, an instruction fetch makes
+    KVM map 4K pages under a page table it tracks as a possible NX huge page; the
+    recovery worker zaps that table (read lock, cmpxchg of its parent) while another
+    vCPU faults and walks into it."""
+    from ..mmu.mmu import kvm_recover_nx_huge_pages
+    kvm = build_vm(vcpus, backing_level=S.PG_LEVEL_2M, nx_huge_pages=True)
+    split_done = Completion("nx_split_done")
+
+    def first_vcpu():
+        v = kvm.vcpus[0]
+        guest_access(v, 0x0000, EXEC_ACCESS)
+        split_done.complete_all()
+        guest_access(v, 0x1000, READ_ACCESS)
+
+    def other_vcpu(v):
+        def run():
+            split_done.wait_for_completion()
+            guest_access(v, 0x2000, WRITE_ACCESS)
+            guest_access(v, 0x3000, READ_ACCESS)
+        return run
+
+    def recovery():
+        split_done.wait_for_completion()
+        kvm_recover_nx_huge_pages(kvm, ratio=1)
+
+    tasks = [spawn(kvm.vcpus[0].name, first_vcpu)]
+    tasks += [spawn(v.name, other_vcpu(v)) for v in kvm.vcpus[1:]]
+    tasks.append(spawn("nx_recovery", recovery))
+    return spawn_teardown(kvm, tasks)
+
+
+NEG = "model negative control"
+register_defect("fault-without-mmu-lock", "page fault maps without taking mmu_lock",
+                "LockNotHeld", ["mmu-faults-vs-zap-all-fast", "mmu-fault-vs-zap-range"],
+                "kvm_tdp_mmu_page_fault skips read_lock(mmu_lock): the declared requirement "
+                "of kvm_tdp_mmu_map fires.", source=NEG)
+register_defect("removed-pt-freed-without-rcu", "removed page table freed without call_rcu",
+                "UseAfterFree", ["mmu-nx-recovery-vs-fault"],
+                "handle_removed_pt frees the table at once: a walker still inside its RCU "
+                "read-side section reads freed memory.", source=NEG)
+register_defect("zap-invalidated-roots-one-as",
+                "invalidated roots zapped in one address space only",
+                "KernelWarning", ["mmu-smm-teardown"],
+                "The seed's hazard (tdp-mmu.md 9.2): kvm_tdp_mmu_zap_invalidated_roots walks "
+                "as_id 0 only, so an invalidated SMM root never gets its handed-over "
+                "reference put and is left on tdp_mmu_roots at teardown.",
+                source="design variant (pre-v6.6 as_id filter)")
