@@ -301,6 +301,45 @@ def list_cmd(as_json):
     return ExitCode.OK
 
 
+@cli.command("locks")
+@click.option("--json", "as_json", is_flag=True, help="a list of objects (function, mmu_lock, ...)")
+@click.option("--markdown", is_flag=True, help="the table as Markdown, for documentation")
+def locks_cmd(as_json, markdown):
+    """The TDP MMU's lock table, generated from the model's own declarations: which
+    paths need mmu_lock for read, for write, either, or none (RCU only / lockless).
+
+    \b
+    tdpmmu locks
+    tdpmmu locks --json
+    tdpmmu locks --markdown > docs/locking.md
+    """
+    from .mmu.locking import REGISTRY, lock_table, lock_table_markdown
+    if as_json and markdown:
+        raise E.UsageError("give at most one of --json and --markdown")
+    if as_json:
+        click.echo(json.dumps(lock_table(), indent=2))
+        return ExitCode.OK
+    if markdown:
+        click.echo(lock_table_markdown())
+        return ExitCode.OK
+    from rich.console import Console
+    from rich.table import Table
+    rows = lock_table()
+    t = Table(title=f"TDP MMU lock requirements ({len(rows)} functions, from the model's "
+                    f"@requires declarations)")
+    for c in ("function", "mmu_lock", "other locks / RCU", "yields", "callers", "kernel"):
+        t.add_column(c, overflow="fold")
+    colour = {"read": "green", "write": "red", "either": "yellow", "none": "cyan"}
+    for r in rows:
+        req = REGISTRY[r["function"]][0]
+        mode = req.describe_mmu_lock()
+        c = colour.get(r["mmu_lock"], "white")
+        t.add_row(r["function"], f"[{c}]{mode}[/{c}]", req.other(), "yes" if r["yields"] else "no",
+                  ", ".join(r["callers"]) or "-", r["kernel"])
+    Console().print(t)
+    return ExitCode.OK
+
+
 def main(argv=None) -> int:
     """Run the CLI; returns the exit code (the console script exits with it)."""
     try:

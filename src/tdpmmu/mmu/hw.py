@@ -27,6 +27,7 @@ from .kvm import KVM_REQ_MMU_FREE_OBSOLETE_ROOTS, KVM_REQ_TLB_FLUSH, KvmVcpu
 from .mmu import (IN_GUEST_MODE, OUTSIDE_GUEST_MODE, kvm_check_request,
                   kvm_mmu_free_obsolete_roots, kvm_mmu_page_fault, kvm_mmu_reload,
                   kvm_mmu_unload)
+from .locking import requires
 from .mmu_internal import PFERR_FETCH_MASK, PFERR_PRESENT_MASK, PFERR_WRITE_MASK
 
 READ_ACCESS = "r"
@@ -105,9 +106,14 @@ def vcpu_exit_guest(vcpu: KvmVcpu) -> None:
         traps.wake(t)
 
 
+@requires("none")
 def hardware_walk(vcpu: KvmVcpu, gfn: int, access: str):
     """Walk the loaded root for ``gfn``.  Returns a TlbEntry, or the error code of the
-    EPT violation to raise."""
+    EPT violation to raise.
+
+    Requires: nothing -- this is the CPU, not KVM.  What keeps it off freed tables is
+    that flushes and requests with WAIT wait for the vCPU to leave guest mode.
+    """
     kvm = vcpu.kvm
     m = kvm.masks
     root = vcpu.root

@@ -107,8 +107,28 @@ def _why(fn) -> str:
     return ""
 
 
+_KERNEL_FILES = {"tdp_mmu": "tdp_mmu.c", "tdp_iter": "tdp_iter.c", "mmu": "mmu.c",
+                 "hw": "(hardware page walker)", "kvm": "kvm_main.c"}
+
+
+def transparent(fn):
+    """Mark a tiny accessor (READ_ONCE of an SPTE, role.invalid, ...) that inherits its
+    caller's locking context: traces and reports name its caller as the site, and the
+    declaration-coverage test checks the caller."""
+    from ..runtime.execution import mark_transparent
+    mark_transparent(fn.__code__)
+    return fn
+
+
+def _resolve(kvm, path: str):
+    obj = kvm
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
 def requires(mmu_lock: str, *, takes: str | None = None, rcu: str | None = None,
-             held=(), taken=(), yields: bool = False, kernel: str = "tdp_mmu.c",
+             held=(), taken=(), yields: bool = False, kernel: str | None = None,
              dying_ok: bool = False):
     """Declare (and assert on entry) what a model function needs.
 
@@ -125,14 +145,15 @@ def requires(mmu_lock: str, *, takes: str | None = None, rcu: str | None = None,
     def deco(fn):
         params = list(inspect.signature(fn).parameters)
         kidx = next((i for i, p in enumerate(params) if p in ("kvm", "vcpu")), None)
-        needs_kvm = mmu_lock != "none" or takes is not None or held
+        needs_kvm = mmu_lock != "none" or takes is not None or bool(held)
         if needs_kvm and kidx is None:
             raise TypeError(f"{fn.__name__}: a function that needs mmu_lock takes kvm or vcpu")
         sidx = params.index("shared") if mmu_lock == "shared" else None
         if mmu_lock == "shared" and sidx is None:
             raise TypeError(f"{fn.__name__}: mmu_lock='shared' needs a 'shared' parameter")
+        kfile = kernel or _KERNEL_FILES.get(fn.__module__.rsplit(".", 1)[-1], "?")
         req = LockRequirement(fn.__name__, mmu_lock, takes, rcu, tuple(held), tuple(taken),
-                              yields, kernel, _why(fn), fn.__module__,
+                              yields, kfile, _why(fn), fn.__module__,
                               fn.__code__.co_firstlineno)
         REGISTRY[fn.__name__] = (req, fn)
         wrapper = _make_wrapper(fn, req, kidx, sidx, params, dying_ok)
@@ -201,7 +222,7 @@ def _make_wrapper(fn, req, kidx, sidx, params, dying_ok):
         if rcu_held:
             _rcu_check(where)
         for name in held:
-            lockdep_assert_held(getattr(kvm, name), where)
+            lockdep_assert_held(_resolve(kvm, name), where)
         return fn(*args, **kwargs)
     return wrapper
 

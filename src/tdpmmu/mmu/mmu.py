@@ -20,7 +20,7 @@ from ..sync import (GFP_KERNEL, RefCount, free_page, might_sleep, need_resched, 
 from . import spte as S
 from .kvm import (HOST_PFN_ALIGN, HOST_PFN_BASE, KVM_REQ_MMU_FREE_OBSOLETE_ROOTS,
                   KVM_REQ_TLB_FLUSH, Kvm, KvmMemorySlot, KvmVcpu)
-from .locking import requires
+from .locking import requires, transparent
 from .mmu_internal import (HDR_NX, KVM_DIRECT_ROOTS, PFERR_FETCH_MASK, PFERR_PRESENT_MASK,
                            PFERR_USER_MASK, PFERR_WRITE_MASK, RET_PF_CONTINUE, RET_PF_EMULATE,
                            RET_PF_FIXED, RET_PF_INVALID, RET_PF_RETRY, RET_PF_SPURIOUS,
@@ -103,12 +103,14 @@ def kvm_mmu_free_memory_caches(vcpu: KvmVcpu) -> None:
 # -- requests and guest mode ---------------------------------------------------------
 
 def kvm_make_request(req: int, vcpu: KvmVcpu) -> None:
-    vcpu.requests.atomic_or(0, req)
+    """smp_wmb(); set_bit(): what the requester did before is visible to the vCPU."""
+    vcpu.requests.fetch_or(0, req)
 
 
 def kvm_check_request(req: int, vcpu: KvmVcpu) -> bool:
-    if vcpu.requests.read_once(0) & req:
-        vcpu.requests.atomic_and(0, ~req)
+    """test, clear, smp_mb__after_atomic(): the vCPU then sees what preceded the request."""
+    if vcpu.requests.load_acquire(0, "kvm_test_request") & req:
+        vcpu.requests.fetch_and(0, ~req)
         return True
     return False
 
@@ -187,19 +189,24 @@ def kvm_mmu_unload(vcpu: KvmVcpu) -> None:
     kvm_mmu_free_roots(vcpu.kvm, vcpu)
 
 
+@transparent
 def is_obsolete_root(kvm: Kvm, root) -> bool:
     return root_is_invalid(root)
 
 
+@requires("none", takes="read")
 def kvm_mmu_free_obsolete_roots(vcpu: KvmVcpu) -> None:
-    """KVM_REQ_MMU_FREE_OBSOLETE_ROOTS: drop the root if it was invalidated."""
+    """KVM_REQ_MMU_FREE_OBSOLETE_ROOTS: drop the root if it was invalidated.
+
+    Requires: mmu_lock not held (kvm_mmu_free_roots takes it for read).
+    Why: role.invalid is read without mmu_lock, as the kernel does: the request that
+    brought us here was made after the invalidation, and the request's barriers order
+    the two.
+    """
     root = vcpu.root
     if root is None:
         return
-    read_lock(vcpu.kvm.mmu_lock)
-    obsolete = is_obsolete_root(vcpu.kvm, root)
-    read_unlock(vcpu.kvm.mmu_lock)
-    if obsolete:
+    if is_obsolete_root(vcpu.kvm, root):
         kvm_mmu_free_roots(vcpu.kvm, vcpu)
 
 
@@ -266,8 +273,13 @@ def kvm_tdp_mmu_page_fault(vcpu: KvmVcpu, fault: KvmPageFault) -> int:
     return r
 
 
+@requires("none")
 def kvm_mmu_faultin_pfn(vcpu: KvmVcpu, fault: KvmPageFault) -> int:
-    """Snapshot mmu_invalidate_seq, find the slot and the host pfn (no locks)."""
+    """Snapshot mmu_invalidate_seq, find the slot and the host pfn.
+
+    Requires: no mmu_lock (it may sleep resolving the pfn); kvm->srcu (memslots).
+    Returns: RET_PF_CONTINUE, or RET_PF_RETRY when an invalidation is in flight.
+    """
     kvm = vcpu.kvm
     fault.mmu_seq = kvm.mmu_invalidate_seq.load_acquire(0, "READ_ONCE+smp_rmb")
     slot = kvm.gfn_to_memslot(vcpu.as_id, fault.gfn)
@@ -283,13 +295,15 @@ def kvm_mmu_faultin_pfn(vcpu: KvmVcpu, fault: KvmPageFault) -> int:
     return RET_PF_CONTINUE
 
 
+@requires("none", kernel="kvm_host.h")
 def mmu_invalidate_retry_gfn_unsafe(kvm: Kvm, mmu_seq: int, gfn: int) -> bool:
+    """Lockless early check (may be wrong both ways; confirmed under the lock)."""
     if kvm.mmu_invalidate_in_progress and kvm.mmu_invalidate_range[0] <= gfn < kvm.mmu_invalidate_range[1]:
         return True
     return kvm.mmu_invalidate_seq.read_once(0) != mmu_seq
 
 
-@requires("either")
+@requires("either", kernel="kvm_host.h")
 def mmu_invalidate_retry_gfn(kvm: Kvm, mmu_seq: int, gfn: int) -> bool:
     """Requires: mmu_lock held (either mode)."""
     if kvm.mmu_invalidate_in_progress and kvm.mmu_invalidate_range[0] <= gfn < kvm.mmu_invalidate_range[1]:
@@ -339,18 +353,24 @@ def kvm_mmu_zap_all_fast(kvm: Kvm) -> None:
     kvm_tdp_mmu_zap_invalidated_roots(kvm, True)
 
 
+@requires("write", kernel="kvm_main.c")
 def kvm_mmu_invalidate_begin(kvm: Kvm) -> None:
+    """Requires: mmu_lock held for write."""
     kvm.mmu_invalidate_in_progress += 1
     if kvm.mmu_invalidate_in_progress == 1:
         kvm.mmu_invalidate_range = (1 << 64, 0)
 
 
+@requires("write", kernel="kvm_main.c")
 def kvm_mmu_invalidate_range_add(kvm: Kvm, start: int, end: int) -> None:
+    """Requires: mmu_lock held for write."""
     lo, hi = kvm.mmu_invalidate_range
     kvm.mmu_invalidate_range = (min(lo, start), max(hi, end))
 
 
+@requires("write", kernel="kvm_main.c")
 def kvm_mmu_invalidate_end(kvm: Kvm) -> None:
+    """Requires: mmu_lock held for write.  Bumps mmu_invalidate_seq (with smp_wmb)."""
     kvm.mmu_invalidate_seq.store_release(0, kvm.mmu_invalidate_seq.peek(0) + 1, "seq++ + smp_wmb")
     kvm.mmu_invalidate_in_progress -= 1
     if kvm.mmu_invalidate_in_progress < 0:
@@ -391,8 +411,12 @@ _ = (RefCount, free_page, srcu_read_lock, srcu_read_unlock)
 
 # -- NX huge page recovery -------------------------------------------------------------
 
+@requires("either", held=("arch.tdp_mmu_pages_lock",))
 def unaccount_nx_huge_page(kvm: Kvm, sp) -> None:
-    """Requires tdp_mmu_pages_lock: clear nx_huge_page_disallowed and untrack."""
+    """Clear nx_huge_page_disallowed and untrack.
+
+    Requires: mmu_lock held (either mode) and tdp_mmu_pages_lock.
+    """
     sp.hdr.write_once(HDR_NX, 0)
     untrack_possible_nx_huge_page(kvm, sp)
 

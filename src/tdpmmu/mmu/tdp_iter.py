@@ -21,9 +21,10 @@ body steps the iterator exactly as the C macros do.
 from __future__ import annotations
 
 from . import spte as S
-from .locking import requires
+from .locking import requires, transparent
 
 
+@transparent
 def kvm_tdp_mmu_read_spte(pt, idx: int) -> int:
     """READ_ONCE of one SPTE."""
     return pt.read_once(idx)
@@ -67,6 +68,7 @@ class TdpIter:
                 f" old={self.old_spte:#x}{' yielded' if self.yielded else ''}>")
 
 
+@transparent
 def tdp_iter_refresh_sptep(iter: TdpIter) -> None:
     iter.pt = iter.pt_path[iter.level - 1]
     iter.idx = S.SPTE_INDEX(iter.gfn, iter.level)
@@ -170,8 +172,11 @@ def tdp_iter_next(iter: TdpIter) -> None:
     iter.valid = False
 
 
+@requires("none", rcu="held")
 def for_each_tdp_pte_min_level(kvm, root, min_level: int, start: int, end: int):
     """Walk every SPTE of ``root`` covering [start, end), down to ``min_level``.
+
+    Requires: RCU (asserted when the loop starts).
 
     Unless ``kvm.fine_grained``, a run of non-present entries of one table is read in
     one step (every caller skips non-present entries of a range walk).
@@ -186,6 +191,7 @@ def for_each_tdp_pte_min_level(kvm, root, min_level: int, start: int, end: int):
             _skip_nonpresent_run(it, end)
 
 
+@transparent
 def _skip_nonpresent_run(it: TdpIter, end: int) -> None:
     """Scan, as one step, the non-present entries after the current non-present one;
     leave the iterator on the last of them (the next side step reads the next entry).

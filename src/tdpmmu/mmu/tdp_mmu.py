@@ -35,7 +35,7 @@ from ..sync import (GFP_ATOMIC, RefCount, alloc_page, call_rcu, cpu_relax, free_
                     rcu_read_lock, rcu_read_unlock, read_lock, read_unlock, spin_lock,
                     spin_unlock, write_lock, write_unlock)
 from . import spte as S
-from .locking import requires
+from .locking import requires, transparent
 from .mmu_internal import (HDR_INVALID, HDR_NX, HDR_TO_ZAP, HDR_WORDS, KVM_ALL_ROOTS,
                            KVM_DIRECT_ROOTS, KVM_INVALID_ROOTS, KVM_VALID_ROOTS, RET_PF_EMULATE,
                            RET_PF_FIXED, RET_PF_RETRY, RET_PF_SPURIOUS, RET_PF_WRITE_PROTECTED,
@@ -54,11 +54,13 @@ def WARN(cond: bool, what: str) -> bool:
 
 # -- SPTE accessors (tdp_iter.h) -----------------------------------------------------
 
+@transparent
 def kvm_tdp_mmu_write_spte_atomic(pt, idx: int, new_spte: int) -> int:
     """xchg; returns the previous value."""
     return pt.xchg(idx, new_spte)
 
 
+@transparent
 def __kvm_tdp_mmu_write_spte(pt, idx: int, new_spte: int) -> None:
     """WRITE_ONCE.  x86 stores are ordered (TSO): publishing a table with a plain store
     is safe, so a non-leaf store releases (the race detector sees the publication)."""
@@ -68,6 +70,7 @@ def __kvm_tdp_mmu_write_spte(pt, idx: int, new_spte: int) -> None:
         pt.write_once(idx, new_spte)
 
 
+@transparent
 def kvm_tdp_mmu_write_spte(kvm, pt, idx: int, old_spte: int, new_spte: int, level: int) -> int:
     """xchg when the old SPTE is volatile (hardware A/D, fast page fault), else WRITE_ONCE.
 
@@ -81,6 +84,7 @@ def kvm_tdp_mmu_write_spte(kvm, pt, idx: int, old_spte: int, new_spte: int, leve
 
 # -- pages -----------------------------------------------------------------------
 
+@transparent
 def sptep_to_sp(kvm, pt) -> KvmMmuPage:
     """The kvm_mmu_page owning page table ``pt`` (page_private)."""
     return kvm.pt_by_pfn[pt.pfn]
@@ -119,8 +123,12 @@ def tdp_mmu_init_child_sp(child_sp: KvmMmuPage, iter: TdpIter) -> None:
     tdp_mmu_init_sp(child_sp, iter.sptep, iter.gfn, parent_sp.role.child())
 
 
+@requires("none")
 def tdp_mmu_free_sp(sp: KvmMmuPage) -> None:
-    """Free the page table and the header (never-published pages, or after a GP)."""
+    """Free the page table and the header (never-published pages, or after a GP).
+
+    Requires: nothing: the page is unreachable (never linked, or a grace period passed).
+    """
     free_page(sp.spt)
     free_page(sp.hdr)
 
@@ -151,11 +159,17 @@ def tdp_unaccount_mmu_page(kvm, sp) -> None:
 
 # -- roots -------------------------------------------------------------------------
 
+@requires("none")
 def kvm_tdp_mmu_get_root(root: KvmMmuPage) -> bool:
-    """refcount_inc_not_zero: fails only when the root is about to be freed."""
+    """refcount_inc_not_zero: fails only when the root is about to be freed.
+
+    Requires: nothing (tdp_mmu.h): a reference, RCU or mmu_lock keeps ``root`` itself
+    alive while we try.
+    """
     return root.tdp_mmu_root_count.refcount_inc_not_zero()
 
 
+@transparent
 def root_is_invalid(root: KvmMmuPage) -> bool:
     """role.invalid (protected by mmu_lock)."""
     return bool(root.hdr.read(HDR_INVALID))
@@ -180,8 +194,12 @@ def kvm_tdp_mmu_put_root(kvm, root: KvmMmuPage) -> None:
     call_rcu(tdp_mmu_free_sp_rcu_callback(root), "tdp_mmu_free_sp_rcu_callback")
 
 
+@requires("none")
 def tdp_mmu_root_match(root: KvmMmuPage, types: int) -> bool:
-    """Type filter: invalid roots only when KVM_INVALID_ROOTS is asked for."""
+    """Type filter: invalid roots only when KVM_INVALID_ROOTS is asked for.
+
+    Requires: nothing itself; reads role.invalid, so its callers hold mmu_lock.
+    """
     if WARN(not (types & KVM_VALID_ROOTS), "WARN_ON_ONCE in tdp_mmu_root_match: no valid type"):
         return False
     if root_is_invalid(root):
@@ -310,9 +328,12 @@ def tdp_mmu_unlink_sp(kvm, sp: KvmMmuPage) -> None:
     spin_unlock(kvm.arch.tdp_mmu_pages_lock)
 
 
+@requires("either", held=("arch.tdp_mmu_pages_lock",), kernel="mmu.c")
 def track_possible_nx_huge_page(kvm, sp: KvmMmuPage) -> None:
-    """Requires tdp_mmu_pages_lock (asserted)."""
-    lockdep_assert_held(kvm.arch.tdp_mmu_pages_lock)
+    """Put ``sp`` on the possible-NX list (once) and count it in nx_lpage_splits.
+
+    Requires: mmu_lock held (either mode) and tdp_mmu_pages_lock.
+    """
     if sp.possible_nx_huge_page_link:
         return
     kvm.arch.possible_nx_huge_pages.append(sp)
@@ -320,8 +341,12 @@ def track_possible_nx_huge_page(kvm, sp: KvmMmuPage) -> None:
     kvm.stat.nx_lpage_splits += 1
 
 
+@requires("either", held=("arch.tdp_mmu_pages_lock",), kernel="mmu.c")
 def untrack_possible_nx_huge_page(kvm, sp: KvmMmuPage) -> None:
-    lockdep_assert_held(kvm.arch.tdp_mmu_pages_lock)
+    """Take ``sp`` off the possible-NX list.
+
+    Requires: mmu_lock held (either mode) and tdp_mmu_pages_lock.
+    """
     if not sp.possible_nx_huge_page_link:
         return
     kvm.arch.possible_nx_huge_pages.remove(sp)
@@ -380,6 +405,7 @@ def handle_removed_pt(kvm, pt, shared: bool) -> None:
     call_rcu(tdp_mmu_free_sp_rcu_callback(sp), "tdp_mmu_free_sp_rcu_callback")
 
 
+@transparent
 def _freeze_nonpresent_run(pt, i: int, freeze: bool) -> int:
     """In one step, freeze (``freeze``, the shared case) or just read (exclusive: the
     kernel leaves them alone) the run of non-present, non-frozen entries from ``i``.
@@ -413,6 +439,7 @@ def _run_end(vals, i: int) -> int:
     return j
 
 
+@transparent
 def _bulk_remove_leaf_table(kvm, pt, shared: bool) -> None:
     """Free-run only: handle_removed_pt of a 4K table in one vectorised step (every
     entry is a leaf or non-present, so the bookkeeping is the pages_4k count)."""
@@ -652,6 +679,7 @@ def tdp_mmu_zap_leafs(kvm, root: KvmMmuPage, start: int, end: int, can_yield: bo
     return flush
 
 
+@transparent
 def _bulk_zap_leaf_table(kvm, iter: TdpIter) -> bool:
     """Free-run only: zap every present 4K leaf of the iterator's table in one step
     (numpy), leave the iterator on the table's last entry.  Returns whether any was
@@ -985,7 +1013,9 @@ def kvm_mmu_uninit_tdp_mmu(kvm) -> None:
     WARN(kvm.arch.tdp_mmu_pages != 0,
          f"WARN_ON in kvm_mmu_uninit_tdp_mmu: {kvm.arch.tdp_mmu_pages} TDP MMU page(s) left")
     rcu_read_lock()
-    left = [r.spt.name for r in kvm.arch.tdp_mmu_roots.list_for_each_entry_rcu()]
+    left = []
+    for r in kvm.arch.tdp_mmu_roots.list_for_each_entry_rcu():
+        left.append(r.spt.name)
     rcu_read_unlock()
     WARN(bool(left), f"WARN_ON in kvm_mmu_uninit_tdp_mmu: tdp_mmu_roots not empty: "
                      f"{', '.join(left)}")

@@ -85,6 +85,12 @@ def _is_internal(code) -> bool:
     return r
 
 
+def mark_transparent(code) -> None:
+    """Never report frames of ``code`` as a site (tiny accessors that inherit their
+    caller's context, like the kernel's static inline helpers)."""
+    _internal_code[code] = True
+
+
 def caller_site(skip: int = 1):
     """(file, line, function) of the nearest frame outside the runtime and sync layers."""
     f = sys._getframe(skip)
