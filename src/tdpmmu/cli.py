@@ -29,6 +29,15 @@ DEFAULT_BUDGET = 1000
 CHECK_STRATEGIES = ("pct", "random", "dfs")
 
 
+def _console():
+    """A rich console for stdout; wide enough for the tables when output is not a TTY."""
+    from rich.console import Console
+    con = Console()
+    if not con.is_terminal:
+        con = Console(width=200)
+    return con
+
+
 def _parse_params(items) -> dict:
     out = {}
     for it in items:
@@ -142,7 +151,7 @@ def check(budget, seed, scenarios, defects, as_json, verbose):
         nv = len(r.failures)
         table.add_row(r.scenario, r.strategy, str(r.executions), str(r.steps),
                       f"[red]{nv}[/red]" if nv else "0", status)
-    Console().print(table)
+    _console().print(table)
     for r in results:
         _print_failures(r, verbose)
     n = sum(len(r.failures) for r in results)
@@ -276,9 +285,8 @@ def list_cmd(as_json):
         click.echo(json.dumps({"schema": 1, "scenarios": scs, "defects": dfs, "violations": vs},
                               indent=2))
         return ExitCode.OK
-    from rich.console import Console
     from rich.table import Table
-    con = Console()
+    con = _console()
     t = Table(title="scenarios")
     for c in ("name", "parameters", "default", "description"):
         t.add_column(c)
@@ -322,7 +330,6 @@ def locks_cmd(as_json, markdown):
     if markdown:
         click.echo(lock_table_markdown())
         return ExitCode.OK
-    from rich.console import Console
     from rich.table import Table
     rows = lock_table()
     t = Table(title=f"TDP MMU lock requirements ({len(rows)} functions, from the model's "
@@ -336,7 +343,7 @@ def locks_cmd(as_json, markdown):
         c = colour.get(r["mmu_lock"], "white")
         t.add_row(r["function"], f"[{c}]{mode}[/{c}]", req.other(), "yes" if r["yields"] else "no",
                   ", ".join(r["callers"]) or "-", r["kernel"])
-    Console().print(t)
+    _console().print(t)
     return ExitCode.OK
 
 

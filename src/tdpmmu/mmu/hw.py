@@ -28,11 +28,14 @@ from .mmu import (IN_GUEST_MODE, OUTSIDE_GUEST_MODE, kvm_check_request,
                   kvm_mmu_free_obsolete_roots, kvm_mmu_page_fault, kvm_mmu_reload,
                   kvm_mmu_unload)
 from .locking import requires
-from .mmu_internal import PFERR_FETCH_MASK, PFERR_PRESENT_MASK, PFERR_WRITE_MASK
+from .mmu_internal import (PFERR_FETCH_MASK, PFERR_PRESENT_MASK, PFERR_WRITE_MASK,
+                           RET_PF_EMULATE)
 
 READ_ACCESS = "r"
 WRITE_ACCESS = "w"
 EXEC_ACCESS = "x"
+#: hardware_walk's answer for an MMIO SPTE (an EPT misconfiguration / reserved-bit NPF)
+MMIO = "mmio"
 
 
 class TlbEntry:
@@ -123,6 +126,8 @@ def hardware_walk(vcpu: KvmVcpu, gfn: int, access: str):
         idx = S.SPTE_INDEX(gfn, level)
         spte = pt.read_once(idx)
         if not S.is_shadow_present_pte(spte):
+            if S.is_mmio_spte(spte, m):
+                return MMIO           # EPT misconfig: KVM emulates the MMIO access
             return 0
         if S.is_last_spte(spte, level):
             break
@@ -140,8 +145,9 @@ def hardware_walk(vcpu: KvmVcpu, gfn: int, access: str):
     return TlbEntry(base, level, S.spte_to_pfn(spte), writable, executable, root.as_id)
 
 
-def guest_access(vcpu: KvmVcpu, gpa: int, access: str = READ_ACCESS) -> int:
-    """One guest memory access; returns the host pfn it reached (4K granularity).
+def guest_access(vcpu: KvmVcpu, gpa: int, access: str = READ_ACCESS) -> int | None:
+    """One guest memory access; returns the host pfn it reached (4K granularity), or
+    None when KVM emulated it (MMIO: no memslot backs the gpa).
 
     Retries until the access completes, as a vCPU does; each VM exit that handled a
     fault is followed by a voluntary reschedule point (vcpu_run's
@@ -157,13 +163,18 @@ def guest_access(vcpu: KvmVcpu, gpa: int, access: str = READ_ACCESS) -> int:
             if isinstance(w, TlbEntry):
                 e = w
                 vcpu.tlb.insert(e)
+            elif w == MMIO:
+                vcpu_exit_guest(vcpu)
+                return None
             else:
                 vcpu_exit_guest(vcpu)
                 code = w | (PFERR_WRITE_MASK if access == WRITE_ACCESS else 0) | (
                     PFERR_FETCH_MASK if access == EXEC_ACCESS else 0)
                 idx = srcu_read_lock(vcpu.kvm.srcu)
-                kvm_mmu_page_fault(vcpu, gpa, code)
+                r = kvm_mmu_page_fault(vcpu, gpa, code)
                 srcu_read_unlock(vcpu.kvm.srcu, idx)
+                if r == RET_PF_EMULATE:
+                    return None       # emulated (MMIO)
                 cond_resched()
                 continue
         pfn = e.pfn + (gfn - e.gfn)

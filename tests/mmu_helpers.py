@@ -1,0 +1,72 @@
+"""Helpers for single-threaded functional tests of the TDP MMU model."""
+
+from __future__ import annotations
+
+from tdpmmu.mmu import kvm_create_vcpu, kvm_create_vm, kvm_set_memory_region
+from tdpmmu.mmu import spte as S
+from tdpmmu.runtime import Execution
+from tdpmmu.runtime.strategies import FreeRun
+from tdpmmu.sync import spawn
+
+
+def run_single(body, *, strategy=None, tracing=False, defects=(), params=None, **vm_kw):
+    """Build a VM (kvm_create_vm(**vm_kw)) in an execution, run ``body(kvm)`` as one task,
+    and return (result of body, ExecutionResult).  Raises the violation if any."""
+    out = {}
+
+    def setup():
+        kvm = kvm_create_vm(**vm_kw)
+
+        def task():
+            out["value"] = body(kvm)
+        spawn("t0", task)
+
+    strat = strategy or FreeRun()
+    strat.new_execution()
+    r = Execution(strat, tracing=tracing, defects=defects, params=params or {},
+                  max_steps=5_000_000).run(setup)
+    if r.failure is not None:
+        raise r.failure
+    if r.error is not None:
+        raise r.error
+    return out.get("value"), r
+
+
+def add_slot(kvm, as_id=0, base_gfn=0, npages=1024, backing=S.PG_LEVEL_4K, flags=0):
+    return kvm_set_memory_region(kvm, as_id, len(kvm.memslots[as_id]), base_gfn, npages,
+                                 backing, flags)
+
+
+def vcpu(kvm):
+    return kvm_create_vcpu(kvm)
+
+
+def leaf_sptes(kvm, root):
+    """{(gfn, level): spte} of every present leaf under ``root`` (no scheduling points)."""
+    out = {}
+
+    def walk(pt, level, base):
+        for i, v in enumerate(pt.vals):
+            if not S.is_shadow_present_pte(v):
+                continue
+            gfn = base + i * S.KVM_PAGES_PER_HPAGE(level)
+            if S.is_last_spte(v, level):
+                out[(gfn, level)] = v
+            else:
+                walk(kvm.pt_by_pfn[S.spte_to_pfn(v)].spt, level - 1, gfn)
+    walk(root.spt, root.role.level, 0)
+    return out
+
+
+def count_tables(kvm, root) -> int:
+    """Non-root page tables linked under ``root``."""
+    n = 0
+
+    def walk(pt, level):
+        nonlocal n
+        for v in pt.vals:
+            if S.is_shadow_present_pte(v) and not S.is_last_spte(v, level):
+                n += 1
+                walk(kvm.pt_by_pfn[S.spte_to_pfn(v)].spt, level - 1)
+    walk(root.spt, root.role.level)
+    return n
