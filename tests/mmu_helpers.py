@@ -24,7 +24,7 @@ def run_single(body, *, strategy=None, tracing=False, defects=(), params=None, *
     strat = strategy or FreeRun()
     strat.new_execution()
     r = Execution(strat, tracing=tracing, defects=defects, params=params or {},
-                  max_steps=5_000_000).run(setup)
+                  max_steps=10**9).run(setup)
     if r.failure is not None:
         raise r.failure
     if r.error is not None:

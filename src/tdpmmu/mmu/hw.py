@@ -20,11 +20,12 @@ flushes on root load, as KVM does).
 
 from __future__ import annotations
 
+from ..runtime import traps
 from ..runtime.ops import READ, WRITE
 from ..sync import cond_resched, srcu_read_lock, srcu_read_unlock
 from . import spte as S
 from .kvm import KVM_REQ_MMU_FREE_OBSOLETE_ROOTS, KVM_REQ_TLB_FLUSH, KvmVcpu
-from .mmu import (IN_GUEST_MODE, OUTSIDE_GUEST_MODE, kvm_check_request,
+from .mmu import (IN_GUEST_MODE, OUTSIDE_GUEST_MODE, kvm_check_request, kvm_request_pending,
                   kvm_mmu_free_obsolete_roots, kvm_mmu_page_fault, kvm_mmu_reload,
                   kvm_mmu_unload)
 from .locking import requires
@@ -88,10 +89,11 @@ def _allowed(e: TlbEntry, access: str) -> bool:
 def vcpu_enter_guest(vcpu: KvmVcpu) -> None:
     """Handle requests, make sure a root is loaded, enter guest mode."""
     while True:
-        if kvm_check_request(KVM_REQ_MMU_FREE_OBSOLETE_ROOTS, vcpu):
-            kvm_mmu_free_obsolete_roots(vcpu)
-        if kvm_check_request(KVM_REQ_TLB_FLUSH, vcpu):
-            vcpu.tlb.flush()
+        if kvm_request_pending(vcpu):
+            if kvm_check_request(KVM_REQ_MMU_FREE_OBSOLETE_ROOTS, vcpu):
+                kvm_mmu_free_obsolete_roots(vcpu)
+            if kvm_check_request(KVM_REQ_TLB_FLUSH, vcpu):
+                vcpu.tlb.flush()
         kvm_mmu_reload(vcpu)
         vcpu.mode.write_once(0, IN_GUEST_MODE)
         # smp_mb(); then re-check: a request made before we published guest mode
@@ -103,7 +105,6 @@ def vcpu_enter_guest(vcpu: KvmVcpu) -> None:
 def vcpu_exit_guest(vcpu: KvmVcpu) -> None:
     vcpu.mode.write_once(0, OUTSIDE_GUEST_MODE)
     vcpu.guest_exits += 1
-    from ..runtime import traps
     waiters, vcpu.guest_exit_waiters = vcpu.guest_exit_waiters, []
     for t in waiters:
         traps.wake(t)
@@ -178,7 +179,6 @@ def guest_access(vcpu: KvmVcpu, gpa: int, access: str = READ_ACCESS) -> int | No
                 cond_resched()
                 continue
         pfn = e.pfn + (gfn - e.gfn)
-        from ..runtime import traps
         traps.schedule_point((WRITE if access == WRITE_ACCESS else READ, None,
                               f"guest {access} gfn {gfn:#x} -> pfn {pfn:#x}", None))
         vcpu_exit_guest(vcpu)

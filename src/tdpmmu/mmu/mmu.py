@@ -107,6 +107,10 @@ def kvm_make_request(req: int, vcpu: KvmVcpu) -> None:
     vcpu.requests.fetch_or(0, req)
 
 
+def kvm_request_pending(vcpu: KvmVcpu) -> bool:
+    return vcpu.requests.read_once(0) != 0
+
+
 def kvm_check_request(req: int, vcpu: KvmVcpu) -> bool:
     """test, clear, smp_mb__after_atomic(): the vCPU then sees what preceded the request."""
     if vcpu.requests.load_acquire(0, "kvm_test_request") & req:

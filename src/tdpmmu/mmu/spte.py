@@ -142,7 +142,8 @@ def _check_level(level: int, hi: int = PT64_ROOT_MAX_LEVEL) -> None:
 
 def KVM_PAGES_PER_HPAGE(level: int) -> int:
     """Number of 4K pages mapped by one entry at ``level``: 1 << 9*(level-1)."""
-    _check_level(level)
+    if level.__class__ is not int or not 1 <= level <= PT64_ROOT_MAX_LEVEL:
+        _check_level(level)
     return 1 << (SPTE_LEVEL_BITS * (level - 1))
 
 
@@ -157,7 +158,8 @@ def SPTE_INDEX(gfn: int, level: int) -> int:
     Deviation: the kernel macro takes an *address* (shifts by 12 + 9*(level-1)); this
     one takes a GFN, which is what every caller in the model has.
     """
-    _check_level(level)
+    if level.__class__ is not int or not 1 <= level <= PT64_ROOT_MAX_LEVEL:
+        _check_level(level)
     return (gfn >> (SPTE_LEVEL_BITS * (level - 1))) & (SPTE_ENT_PER_PAGE - 1)
 
 

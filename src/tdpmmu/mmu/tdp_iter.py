@@ -20,6 +20,7 @@ body steps the iterator exactly as the C macros do.
 
 from __future__ import annotations
 
+from ..runtime.errors import KernelWarning
 from . import spte as S
 from .locking import requires, transparent
 
@@ -95,7 +96,6 @@ def tdp_iter_start(iter: TdpIter, root, min_level: int, next_last_level_gfn: int
 
     Requires: RCU.
     """
-    from ..runtime.errors import KernelWarning
     if root is None or root.role.level < 1 or root.role.level > S.PT64_ROOT_MAX_LEVEL:
         iter.valid = False
         raise KernelWarning(f"WARN_ON_ONCE in tdp_iter_start: bad root {root!r}")

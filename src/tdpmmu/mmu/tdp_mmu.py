@@ -27,13 +27,15 @@ Deviations (each one a modelling choice, not a kernel behaviour):
 
 from __future__ import annotations
 
+import numpy as np
+
 from ..runtime import traps
 from ..runtime.errors import KernelWarning
 from ..runtime.ops import READ, RMW
 from ..sync import (GFP_ATOMIC, RefCount, alloc_page, call_rcu, cpu_relax, free_page, kzalloc,
                     lockdep_assert_held, lockdep_assert_held_write, lockdep_is_held_type,
-                    rcu_read_lock, rcu_read_unlock, read_lock, read_unlock, spin_lock,
-                    spin_unlock, write_lock, write_unlock)
+                    need_resched, rcu_barrier, rcu_read_lock, rcu_read_unlock, read_lock,
+                    read_unlock, spin_lock, spin_unlock, write_lock, write_unlock)
 from . import spte as S
 from .locking import requires, transparent
 from .mmu_internal import (HDR_INVALID, HDR_NX, HDR_TO_ZAP, HDR_WORDS, KVM_ALL_ROOTS,
@@ -443,7 +445,6 @@ def _run_end(vals, i: int) -> int:
 def _bulk_remove_leaf_table(kvm, pt, shared: bool) -> None:
     """Free-run only: handle_removed_pt of a 4K table in one vectorised step (every
     entry is a leaf or non-present, so the bookkeeping is the pages_4k count)."""
-    import numpy as np
     traps.schedule_point((RMW, pt, "xchg*", 0))
     if pt.freed:
         pt.read_once(0)
@@ -571,7 +572,6 @@ def tdp_mmu_iter_set_spte(kvm, iter: TdpIter, new_spte: int) -> None:
 
 def tdp_mmu_iter_need_resched(kvm, iter: TdpIter) -> bool:
     """need_resched or contention, and the walk made progress since the last yield."""
-    from ..sync import need_resched
     # B/A order (guard first): same result as N, and no need_resched choice is offered
     # to the strategy when the guard would refuse the yield anyway.
     if iter.next_last_level_gfn == iter.yielded_gfn:
@@ -590,12 +590,11 @@ def tdp_mmu_iter_cond_resched(kvm, iter: TdpIter, flush: bool, shared: bool) -> 
     Returns: True if it yielded: the caller must ``continue`` (the walk restarts from the
     root) and reset its pending flush.
     """
-    from .mmu import kvm_flush_remote_tlbs
     WARN(iter.yielded, "KVM_MMU_WARN_ON in tdp_mmu_iter_cond_resched: already yielded")
     if not tdp_mmu_iter_need_resched(kvm, iter):
         return False
     if flush:
-        kvm_flush_remote_tlbs(kvm)
+        _mmu_c.kvm_flush_remote_tlbs(kvm)
     rcu_read_unlock()
     if shared:
         kvm.mmu_lock.cond_resched_rwlock_read()
@@ -616,9 +615,13 @@ def __tdp_mmu_zap_root(kvm, root: KvmMmuPage, shared: bool, zap_level: int) -> N
 
     Requires: mmu_lock per ``shared``; RCU.
     """
+    bulk = traps.free_run() and not traps.tracing()
     for iter in for_each_tdp_pte_min_level_all(kvm, root, zap_level):
         while True:                                     # the kernel's "retry:" label
             if tdp_mmu_iter_cond_resched(kvm, iter, False, shared):
+                break
+            if bulk and iter.level == S.PG_LEVEL_4K and iter.idx == 0:
+                _bulk_zap_leaf_table(kvm, iter)         # free run: the whole 4K table
                 break
             if not S.is_shadow_present_pte(iter.old_spte) or iter.level > zap_level:
                 break
@@ -684,7 +687,6 @@ def _bulk_zap_leaf_table(kvm, iter: TdpIter) -> bool:
     """Free-run only: zap every present 4K leaf of the iterator's table in one step
     (numpy), leave the iterator on the table's last entry.  Returns whether any was
     present."""
-    import numpy as np
     pt = iter.pt
     traps.schedule_point((RMW, pt, "zap-leafs*", 0))
     if pt.freed:
@@ -853,8 +855,7 @@ def tdp_mmu_map_handle_target_level(vcpu, fault, iter: TdpIter) -> int:
             not S.is_last_spte(old, iter.level)
             or WARN(S.leaf_spte_change_needs_tlb_flush(old, new_spte, m),
                     "WARN_ON_ONCE: replacing a leaf drops MMU-writable")):
-        from .mmu import kvm_flush_remote_tlbs_gfn
-        kvm_flush_remote_tlbs_gfn(kvm, iter.gfn, iter.level)
+        _mmu_c.kvm_flush_remote_tlbs_gfn(kvm, iter.gfn, iter.level)
         ret = RET_PF_FIXED
     else:
         ret = RET_PF_FIXED
@@ -929,10 +930,9 @@ def kvm_tdp_mmu_map(vcpu, fault) -> int:
     race, frozen SPTE or early end of walk sends the vCPU back to retry the access.
     Returns: a RET_PF_* code.
     """
-    from .mmu import kvm_mmu_hugepage_adjust
     kvm = vcpu.kvm
     root = vcpu.root
-    kvm_mmu_hugepage_adjust(vcpu, fault)
+    _mmu_c.kvm_mmu_hugepage_adjust(vcpu, fault)
     rcu_read_lock()
     ret = RET_PF_RETRY
     reached = False
@@ -1007,7 +1007,6 @@ def kvm_mmu_uninit_tdp_mmu(kvm) -> None:
     kvm_tdp_mmu_zap_invalidated_roots(kvm, false)).
     Returns: nothing.  The kernel's WARNs (pages or roots left) are checks here.
     """
-    from ..sync import rcu_barrier
     kvm_tdp_mmu_invalidate_roots(kvm, KVM_VALID_ROOTS)
     kvm_tdp_mmu_zap_invalidated_roots(kvm, False)
     WARN(kvm.arch.tdp_mmu_pages != 0,
@@ -1021,6 +1020,10 @@ def kvm_mmu_uninit_tdp_mmu(kvm) -> None:
                      f"{', '.join(left)}")
     rcu_barrier()
 
+
+# mmu.c (the callers) is imported last: it imports this module, and the functions above
+# only look it up when they run.
+from . import mmu as _mmu_c  # noqa: E402
 
 __all__ = [name for name in dir() if not name.startswith("_") or name.startswith("__tdp")
            or name.startswith("__for_each") or name.startswith("__kvm")]

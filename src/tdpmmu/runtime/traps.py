@@ -58,6 +58,13 @@ def schedule_point(op) -> None:
     cur.pending = op
     if ex.tracing:
         cur.pending_site = caller_site(2)
+    elif len(ex.runnable) == 1 and not ex.consult_forced:
+        # fast path: the running task is the only runnable one (nothing to decide)
+        step = ex.step + 1
+        if step <= ex.max_steps:
+            ex.step = step
+            ex.choices.append(cur.id)
+            return
     nxt = ex.decide(cur, False)
     if nxt is not cur:
         ex.switch_to(cur, nxt)

@@ -1,0 +1,138 @@
+"""Model speed on real workloads, as ratios to a baseline measured in the same run.
+
+Single-threaded, under the free-run strategy (a sequential run that never preempts):
+
+* populate: first-touch write faults over the whole range, 4K pages (each one a guest
+  access: TLB miss, hardware walk, EPT violation, kvm_mmu_page_fault, retry);
+* zap range: kvm_zap_gfn_range over the whole range (leaf SPTEs, then a TLB flush);
+* teardown: repopulate, then kvm_mmu_zap_all (every root zapped, every page table
+  freed through RCU).
+
+Baseline: one elementary model step measured in the same run (a READ_ONCE of a shared
+word: one scheduling point plus its checks), so a fault is also reported as a number
+of elementary steps.  Real KVM figures from shared/reference/selftests.md section 2:
+an uncontended first-touch 4K fault ~3.3 us (items 4, 6) and teardown of 4K mappings
+~14 ms per GiB (item 24).  Targets of issue 3: a fault <= 10 us, a 1 GiB range zap
+faster than 14 ms.
+
+    python benchmarks/model.py [--gib 1] [--json] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import time
+
+from tdpmmu.mmu import (WRITE_ACCESS, guest_access, kvm_create_vcpu, kvm_create_vm,
+                        kvm_mmu_zap_all, kvm_set_memory_region, kvm_zap_gfn_range)
+from tdpmmu.mmu import spte as S
+from tdpmmu.runtime import Execution
+from tdpmmu.runtime.strategies import FreeRun
+from tdpmmu.sync import Words, spawn
+
+KVM_FAULT_US = 3.3
+KVM_TEARDOWN_MS_PER_GIB = 14.0
+PAGES_PER_GIB = 1 << 18
+
+
+def _run(body):
+    out = {}
+
+    def setup():
+        def task():
+            out.update(body())
+        spawn("bench", task)
+    s = FreeRun()
+    s.new_execution()
+    r = Execution(s, max_steps=10**10).run(setup)
+    if r.failure is not None:
+        raise r.failure
+    return out
+
+
+def _timed(fn) -> float:
+    gc.collect()
+    t0 = time.perf_counter_ns()
+    fn()
+    return (time.perf_counter_ns() - t0) / 1e9
+
+
+def baseline_step_us(n: int = 200_000) -> float:
+    def body():
+        w = Words("w")
+        read = w.read_once
+
+        def loop():
+            for _ in range(n):
+                read(0)
+        return {"t": _timed(loop)}
+    return _run(body)["t"] / n * 1e6
+
+
+def model_figures(npages: int) -> dict:
+    def body():
+        kvm = kvm_create_vm()
+        kvm_set_memory_region(kvm, 0, 0, 0, npages, S.PG_LEVEL_4K)
+        v = kvm_create_vcpu(kvm)
+
+        def populate():
+            for g in range(npages):
+                guest_access(v, g << S.PAGE_SHIFT, WRITE_ACCESS)
+        t_pop = _timed(populate)
+        assert kvm.stat.pages_4k == npages
+        t_zap = _timed(lambda: kvm_zap_gfn_range(kvm, 0, npages))
+        assert kvm.stat.pages_4k == 0
+        populate()
+        t_down = _timed(lambda: kvm_mmu_zap_all(kvm))
+        assert kvm.stat.pages_4k == 0 and kvm.arch.tdp_mmu_pages == 0
+        return {"populate_s": t_pop, "zap_range_s": t_zap, "teardown_s": t_down}
+    return _run(body)
+
+
+def measure(gib: float) -> dict:
+    npages = max(512, int(PAGES_PER_GIB * gib))
+    base = baseline_step_us()
+    m = model_figures(npages)
+    scale = PAGES_PER_GIB / npages
+    fault_us = m["populate_s"] / npages * 1e6
+    zap_ms_gib = m["zap_range_s"] * 1e3 * scale
+    down_ms_gib = m["teardown_s"] * 1e3 * scale
+    return {
+        "gib": npages / PAGES_PER_GIB,
+        "baseline_step_us": round(base, 3),
+        "fault_us": round(fault_us, 2),
+        "fault_in_steps": round(fault_us / base, 1),
+        "fault_vs_kvm": round(fault_us / KVM_FAULT_US, 1),
+        "populate_s_per_gib": round(m["populate_s"] * scale, 2),
+        "zap_range_ms_per_gib": round(zap_ms_gib, 2),
+        "zap_range_vs_kvm_teardown": round(zap_ms_gib / KVM_TEARDOWN_MS_PER_GIB, 2),
+        "teardown_ms_per_gib": round(down_ms_gib, 2),
+        "teardown_vs_kvm": round(down_ms_gib / KVM_TEARDOWN_MS_PER_GIB, 2),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--gib", type=float, default=1.0, help="guest memory to populate")
+    ap.add_argument("--quick", action="store_true", help="1/64 GiB (a smoke test)")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    r = measure(1 / 64 if args.quick else args.gib)
+    if args.json:
+        print(json.dumps(r))
+        return
+    print(f"guest memory                      {r['gib']:.4f} GiB of 4K pages, free-run, one vCPU")
+    print(f"baseline: one model step          {r['baseline_step_us']:8.3f} us (READ_ONCE + scheduling point)")
+    print(f"first-touch 4K fault              {r['fault_us']:8.2f} us = {r['fault_in_steps']} steps"
+          f" = {r['fault_vs_kvm']}x real KVM (~{KVM_FAULT_US} us); target <= 10 us")
+    print(f"populate                          {r['populate_s_per_gib']:8.2f} s per GiB")
+    print(f"kvm_zap_gfn_range                 {r['zap_range_ms_per_gib']:8.2f} ms per GiB"
+          f" = {r['zap_range_vs_kvm_teardown']}x real KVM teardown (~{KVM_TEARDOWN_MS_PER_GIB} ms/GiB)")
+    print(f"teardown (kvm_mmu_zap_all)        {r['teardown_ms_per_gib']:8.2f} ms per GiB"
+          f" = {r['teardown_vs_kvm']}x real KVM")
+
+
+if __name__ == "__main__":
+    main()
