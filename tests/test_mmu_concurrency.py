@@ -43,3 +43,29 @@ def test_other_core_scenarios_are_clean(scenario):
     for strategy in ("pct", "random"):
         res = tdpmmu.explore(scenario, strategy=strategy, schedules=300, seed=5)
         assert res.failures == [], tdpmmu.render_failure(res.failures[0])
+
+
+@pytest.mark.parametrize("variant,scenario", [
+    ("async-zap-worker", "mmu-faults-vs-zap-all-fast"),
+    ("async-zap-worker", "mmu-smm-teardown"),
+    ("fault-under-write-lock", "mmu-faults-vs-zap-all-fast"),
+])
+def test_older_designs_are_reachable_and_clean(variant, scenario):
+    """The seed's predecessors (tdp-mmu.md section 9) run under the same explorer."""
+    for strategy in ("pct", "random"):
+        res = tdpmmu.explore(scenario, strategy=strategy, schedules=300, seed=2,
+                             defects=[variant])
+        assert res.failures == [], tdpmmu.render_failure(res.failures[0])
+
+
+def test_async_zap_worker_really_runs_a_worker():
+    res = tdpmmu.explore("mmu-faults-vs-zap-all-fast", strategy="pct", schedules=1,
+                         defects=["async-zap-worker"])
+    from tdpmmu.explore import Runner
+    from tdpmmu.runtime import RandomWalk
+    r = Runner("mmu-faults-vs-zap-all-fast", defects=["async-zap-worker"])
+    s = RandomWalk(0)
+    s.new_execution()
+    ex = r.run(s, tracing=True)
+    assert any(n.startswith("kworker/zap:") for n in ex.task_names)
+    assert res.failures == []

@@ -155,6 +155,8 @@ class Kvm:
         #: are scanned in one step: see tdp_mmu.py's deviations)
         self.fine_grained = False
         self.mmu_invalidate_range = (1 << 64, 0)
+        #: design A only: kworker tasks zapping invalidated roots (tdp_mmu_zap_wq)
+        self.tdp_mmu_zap_wq: list = []
 
     def __repr__(self) -> str:
         return f"<Kvm {self.name}>"

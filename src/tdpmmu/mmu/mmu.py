@@ -25,7 +25,7 @@ from .mmu_internal import (HDR_NX, KVM_DIRECT_ROOTS, PFERR_FETCH_MASK, PFERR_PRE
                            PFERR_USER_MASK, PFERR_WRITE_MASK, RET_PF_CONTINUE, RET_PF_EMULATE,
                            RET_PF_FIXED, RET_PF_INVALID, RET_PF_RETRY, RET_PF_SPURIOUS,
                            KvmPageFault)
-from .tdp_mmu import (WARN, _alloc_sp, kvm_tdp_mmu_zap_possible_nx_huge_page,
+from .tdp_mmu import (FAULT_UNDER_WRITE_LOCK, WARN, _alloc_sp, kvm_tdp_mmu_map_write_locked, kvm_tdp_mmu_zap_possible_nx_huge_page,
                       untrack_possible_nx_huge_page, kvm_mmu_init_tdp_mmu, kvm_mmu_uninit_tdp_mmu,
                       kvm_tdp_mmu_alloc_root, kvm_tdp_mmu_invalidate_roots, kvm_tdp_mmu_map,
                       kvm_tdp_mmu_put_root, kvm_tdp_mmu_zap_all, kvm_tdp_mmu_zap_invalidated_roots,
@@ -267,6 +267,12 @@ def kvm_tdp_mmu_page_fault(vcpu: KvmVcpu, fault: KvmPageFault) -> int:
     if r != RET_PF_CONTINUE:
         return r
     r = RET_PF_RETRY
+    if traps.defect(FAULT_UNDER_WRITE_LOCK):               # design variant (v5.10-v5.12)
+        write_lock(kvm.mmu_lock)
+        if not is_page_fault_stale(vcpu, fault):
+            r = kvm_tdp_mmu_map_write_locked(vcpu, fault)
+        write_unlock(kvm.mmu_lock)
+        return r
     locked = not traps.defect("fault-without-mmu-lock")    # test-only negative control
     if locked:
         read_lock(kvm.mmu_lock)
@@ -315,11 +321,11 @@ def mmu_invalidate_retry_gfn(kvm: Kvm, mmu_seq: int, gfn: int) -> bool:
     return kvm.mmu_invalidate_seq.read_once(0) != mmu_seq
 
 
-@requires("read")
+@requires("either")
 def is_page_fault_stale(vcpu: KvmVcpu, fault: KvmPageFault) -> bool:
     """The root was invalidated, or an mmu_notifier invalidation hit this gfn.
 
-    Requires: mmu_lock held for read.
+    Requires: mmu_lock held (either mode: read in N, write in the pre-2021 design).
     """
     kvm = vcpu.kvm
     if root_is_invalid(vcpu.root):

@@ -736,8 +736,11 @@ def kvm_tdp_mmu_zap_invalidated_roots(kvm, shared: bool) -> None:
     Why: walks every address space (the seed's fix: a walk filtered by as_id would
     never put the reference of an invalidated SMM root); the reference is put *after*
     the zap so the root stays reachable by mmu_notifiers meanwhile.
-    Returns: nothing.  No TLB flush.
+    Returns: nothing.  No TLB flush.  (Design A: just flush the zap workqueue.)
     """
+    if traps.defect(ASYNC_ZAP_WORKER):
+        flush_workqueue(kvm)
+        return
     if shared:
         read_lock(kvm.mmu_lock)
     else:
@@ -771,11 +774,64 @@ def kvm_tdp_mmu_invalidate_roots(kvm, root_types: int) -> None:
     if WARN(bool(root_types & KVM_INVALID_ROOTS), "WARN_ON_ONCE: invalidating invalid roots"):
         root_types &= ~KVM_INVALID_ROOTS
     held = lockdep_is_held_type(kvm.mmu_lock, "write") or kvm.dying
+    if traps.defect(ASYNC_ZAP_WORKER):
+        # Design A: with mmu_lock not held while the VM is destroyed, the walk must be
+        # guarded by RCU against roots deleted by the asynchronous zap worker.
+        rcu_read_lock()
+        for root in kvm.arch.tdp_mmu_roots.list_for_each_entry_rcu():
+            if tdp_mmu_root_match(root, root_types) and not root_is_invalid(root):
+                root.hdr.write(HDR_INVALID, 1)
+                tdp_mmu_schedule_zap_root(kvm, root)    # hand the reference to W
+        rcu_read_unlock()
+        return
     for root in kvm.arch.tdp_mmu_roots.list_for_each_entry(held, "mmu_lock held for write"):
         if not tdp_mmu_root_match(root, root_types) or root_is_invalid(root):
             continue
         root.hdr.write(HDR_TO_ZAP, 1)
         root.hdr.write(HDR_INVALID, 1)
+
+
+# -- design variant A (v5.18 - v6.5): invalidated roots zapped by a workqueue --------
+
+#: the named design variant (selected like a defect: ``--defect async-zap-worker``)
+ASYNC_ZAP_WORKER = "async-zap-worker"
+
+
+@requires("read", taken=("rcu",), yields=True, kernel="tdp_mmu.c (A, v5.18-v6.5)")
+def tdp_mmu_zap_root_work(kvm, root: KvmMmuPage) -> None:
+    """Design A's work item: zap an invalidated root under the read lock, then put the
+    reference the TDP MMU handed over.
+
+    Requires: mmu_lock held for read (the worker takes it around this call).
+    """
+    tdp_mmu_zap_root(kvm, root, True)
+    kvm_tdp_mmu_put_root(kvm, root)
+
+
+@requires("write", dying_ok=True, kernel="tdp_mmu.c (A, v5.18-v6.5)")
+def tdp_mmu_schedule_zap_root(kvm, root: KvmMmuPage) -> None:
+    """queue_work() on the per-VM unbound workqueue tdp_mmu_zap_wq: a kworker task runs
+    tdp_mmu_zap_root_work with the read lock.
+
+    Requires: mmu_lock held for write (called from the invalidation).
+    """
+    from ..sync import spawn
+
+    def kworker():
+        read_lock(kvm.mmu_lock)
+        tdp_mmu_zap_root_work(kvm, root)
+        read_unlock(kvm.mmu_lock)
+    wq = kvm.tdp_mmu_zap_wq
+    wq.append(spawn(f"kworker/zap:{root.spt.name}", kworker))
+
+
+def flush_workqueue(kvm) -> None:
+    """Wait for every work item queued so far on tdp_mmu_zap_wq."""
+    from ..sync import join, might_sleep
+    might_sleep("flush_workqueue(tdp_mmu_zap_wq)")
+    pending, kvm.tdp_mmu_zap_wq = kvm.tdp_mmu_zap_wq, []
+    for t in pending:
+        join(t)
 
 
 @requires("write", yields=True)
@@ -973,6 +1029,70 @@ def kvm_tdp_mmu_map(vcpu, fault) -> int:
              "WARN_ON_ONCE in kvm_tdp_mmu_map: walk ended at the goal level")
     rcu_read_unlock()
     return ret
+
+
+# -- design variant O (v5.10 - v5.12): faults under mmu_lock held for write ----------
+
+#: the named design variant (selected like a defect: ``--defect fault-under-write-lock``)
+FAULT_UNDER_WRITE_LOCK = "fault-under-write-lock"
+
+
+@requires("write", taken=("rcu",), kernel="tdp_mmu.c (v5.10-v5.12)")
+def kvm_tdp_mmu_map_write_locked(vcpu, fault) -> int:
+    """The fault path before parallel faults: the same walk, but every change is a plain
+    set under the write lock (tdp_mmu_set_spte), so faults serialise on mmu_lock.
+
+    Requires: mmu_lock held for write; takes RCU.
+    Returns: a RET_PF_* code.
+    """
+    kvm = vcpu.kvm
+    _mmu_c.kvm_mmu_hugepage_adjust(vcpu, fault)
+    rcu_read_lock()
+    ret = RET_PF_RETRY
+    for iter in for_each_tdp_pte(kvm, vcpu.root, fault.gfn, fault.gfn + 1):
+        if iter.level == fault.goal_level:
+            ret = _map_target_level_write_locked(vcpu, fault, iter)
+            break
+        if S.is_shadow_present_pte(iter.old_spte) and not S.is_large_pte(iter.old_spte):
+            continue
+        if S.is_shadow_present_pte(iter.old_spte):
+            # a huge page in the way: zap it (v5.10 did not split in place)
+            tdp_mmu_iter_set_spte(kvm, iter, S.SHADOW_NONPRESENT_VALUE)
+            _mmu_c.kvm_flush_remote_tlbs_gfn(kvm, iter.gfn, iter.level)
+            iter.old_spte = S.SHADOW_NONPRESENT_VALUE
+        sp = tdp_mmu_alloc_sp(vcpu)
+        tdp_mmu_init_child_sp(sp, iter)
+        tdp_mmu_link_sp(kvm, iter, sp, False)
+    rcu_read_unlock()
+    return ret
+
+
+@requires("write", rcu="held", kernel="tdp_mmu.c (v5.10-v5.12)")
+def _map_target_level_write_locked(vcpu, fault, iter: TdpIter) -> int:
+    """tdp_mmu_map_handle_target_level of the write-locked design.
+
+    Requires: mmu_lock held for write; RCU.
+    """
+    kvm = vcpu.kvm
+    m = kvm.masks
+    old = iter.old_spte
+    if fault.slot is None:
+        new_spte = S.make_mmio_spte(iter.gfn, S.ACC_ALL, kvm.memslots_generation, m)
+    else:
+        _, new_spte = S.make_spte(
+            level=iter.level, gfn=iter.gfn, pfn=fault.pfn, pte_access=S.ACC_ALL, old_spte=old,
+            prefetch=fault.prefetch, host_writable=fault.map_writable,
+            ad_disabled=not m.ad_enabled,
+            nx_huge_page_workaround=fault.nx_huge_page_workaround_enabled, m=m)
+    if new_spte == old:
+        return RET_PF_SPURIOUS
+    tdp_mmu_iter_set_spte(kvm, iter, new_spte)
+    if S.is_shadow_present_pte(old) and not S.is_last_spte(old, iter.level):
+        _mmu_c.kvm_flush_remote_tlbs_gfn(kvm, iter.gfn, iter.level)
+    if S.is_mmio_spte(new_spte, m):
+        vcpu.stat.pf_mmio_spte_created += 1
+        return RET_PF_EMULATE
+    return RET_PF_FIXED
 
 
 @requires("either", taken=("rcu",))

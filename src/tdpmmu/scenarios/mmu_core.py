@@ -172,3 +172,16 @@ register_defect("zap-invalidated-roots-one-as",
                 "as_id 0 only, so an invalidated SMM root never gets its handed-over "
                 "reference put and is left on tdp_mmu_roots at teardown.",
                 source="design variant (pre-v6.6 as_id filter)")
+
+
+DESIGN = "design variant"
+register_defect("async-zap-worker", "design A (v5.18-v6.5): invalidated roots zapped by a workqueue",
+                "none", ["mmu-faults-vs-zap-all-fast", "mmu-smm-teardown"],
+                "kvm_tdp_mmu_invalidate_roots queues one kworker per invalidated root (read "
+                "lock: zap, then put the handed-over reference); "
+                "kvm_tdp_mmu_zap_invalidated_roots flushes the workqueue.  A correct design: "
+                "explore it to compare with N.", source=DESIGN)
+register_defect("fault-under-write-lock", "design O (v5.10-v5.12): page faults under the write lock",
+                "none", ["mmu-faults-vs-zap-all-fast", "mmu-fault-vs-zap-range"],
+                "kvm_tdp_mmu_page_fault takes mmu_lock for write and kvm_tdp_mmu_map_write_locked "
+                "changes SPTEs with tdp_mmu_set_spte.  A correct design.", source=DESIGN)
