@@ -20,6 +20,10 @@ body steps the iterator exactly as the C macros do.
 
 from __future__ import annotations
 
+from array import array
+
+import numpy as np
+
 from ..runtime.errors import KernelWarning
 from . import spte as S
 from .locking import requires, transparent
@@ -213,18 +217,26 @@ def _skip_nonpresent_run(it: TdpIter, end: int) -> None:
 
 def _run_last(it: TdpIter, end: int) -> int:
     """Index of the last entry of the non-present run after ``it.idx`` (within ``end``)."""
-    vals = it.pt.vals
     step = S.KVM_PAGES_PER_HPAGE(it.level)
-    j = it.idx
-    gfn = it.gfn
-    last = S.SPTE_ENT_PER_PAGE - 1
-    while j < last and gfn + step < end:
-        nv = vals[j + 1]
-        if nv & S.SPTE_MMU_PRESENT_MASK or nv == S.FROZEN_SPTE:
-            break
-        j += 1
-        gfn += step
-    return j
+    # the last entry of this table whose gfn is still below ``end``
+    last = min(S.SPTE_ENT_PER_PAGE - 1, it.idx + (end - 1 - it.gfn) // step)
+    return first_stop(it.pt.vals, it.idx + 1, last + 1) - 1
+
+
+_PRESENT = np.uint64(S.SPTE_MMU_PRESENT_MASK)
+_FROZEN = np.uint64(S.FROZEN_SPTE)
+
+
+def first_stop(vals, i: int, n: int) -> int:
+    """First index in [i, n) whose SPTE is present or frozen, else ``n`` (vectorised)."""
+    if i >= n:
+        return n
+    if not isinstance(vals, array):                 # a poisoned (freed) table
+        return i
+    seg = np.frombuffer(vals, dtype=np.uint64)[i:n]
+    hit = ((seg & _PRESENT) != 0) | (seg == _FROZEN)
+    k = int(hit.argmax())
+    return i + k if hit[k] else n
 
 
 def for_each_tdp_pte(kvm, root, start: int, end: int):

@@ -42,7 +42,7 @@ from .mmu_internal import (HDR_INVALID, HDR_NX, HDR_TO_ZAP, HDR_WORDS, KVM_ALL_R
                            KVM_DIRECT_ROOTS, KVM_INVALID_ROOTS, KVM_VALID_ROOTS, RET_PF_EMULATE,
                            RET_PF_FIXED, RET_PF_RETRY, RET_PF_SPURIOUS, RET_PF_WRITE_PROTECTED,
                            KvmMmuPage)
-from .tdp_iter import (TdpIter, for_each_tdp_pte, for_each_tdp_pte_min_level,
+from .tdp_iter import (TdpIter, first_stop, for_each_tdp_pte, for_each_tdp_pte_min_level,
                        for_each_tdp_pte_min_level_all, spte_to_child_pt, tdp_iter_start,
                        tdp_mmu_max_gfn_exclusive)
 
@@ -431,14 +431,7 @@ def _freeze_nonpresent_run(pt, i: int, freeze: bool) -> int:
 
 
 def _run_end(vals, i: int) -> int:
-    n = S.SPTE_ENT_PER_PAGE
-    j = i
-    while j < n:
-        v = vals[j]
-        if v & S.SPTE_MMU_PRESENT_MASK or v == S.FROZEN_SPTE:
-            break
-        j += 1
-    return j
+    return first_stop(vals, i, S.SPTE_ENT_PER_PAGE)
 
 
 @transparent
