@@ -111,7 +111,7 @@ def tdp_iter_start(iter: TdpIter, root, min_level: int, next_last_level_gfn: int
     tdp_iter_restart(iter)
 
 
-@requires("none", rcu="held", kernel="tdp_iter.c")
+@transparent
 def try_step_down(iter: TdpIter) -> bool:
     """Step into the child table; re-reads the SPTE so an unlinked table is not followed.
 
@@ -131,7 +131,7 @@ def try_step_down(iter: TdpIter) -> bool:
     return True
 
 
-@requires("none", rcu="held", kernel="tdp_iter.c")
+@transparent
 def try_step_side(iter: TdpIter) -> bool:
     """Step to the next entry of the same table; advances ``next_last_level_gfn``.
 
@@ -146,7 +146,7 @@ def try_step_side(iter: TdpIter) -> bool:
     return True
 
 
-@requires("none", rcu="held", kernel="tdp_iter.c")
+@transparent
 def try_step_up(iter: TdpIter) -> bool:
     """Step back to the parent table's entry.  Requires: RCU."""
     if iter.level == iter.root_level:
