@@ -144,14 +144,23 @@ def check(budget, seed, scenarios, defects, as_json, verbose):
                                "runs": [r.to_dict() for r in results]}, indent=2))
         return code
     table = Table(title=f"tdpmmu check (budget {budget}, seed {seed})")
-    for col in ("scenario", "strategy", "schedules", "steps", "violations", "status"):
+    for col in ("scenario", "strategy", "schedules", "steps", "violations", "racy branches reached",
+                "status"):
         table.add_column(col, justify="right" if col in ("schedules", "steps", "violations") else "left")
     for r in results:
         status = "exhausted" if r.exit_reason is ExitReason.EXHAUSTED else "budget"
+        if r.under_explored:
+            status += f" [yellow]under-explored: {', '.join(r.under_explored)}[/yellow]"
         nv = len(r.failures)
+        cov = ", ".join(f"{k} {v}" for k, v in sorted(r.coverage.items())) or "-"
         table.add_row(r.scenario, r.strategy, str(r.executions), str(r.steps),
-                      f"[red]{nv}[/red]" if nv else "0", status)
+                      f"[red]{nv}[/red]" if nv else "0", cov, status)
     _console().print(table)
+    under = sorted({(r.scenario, b) for r in results for b in r.under_explored
+                    if all(b in x.under_explored for x in results if x.scenario == r.scenario)})
+    if under:
+        click.echo("under-explored (a key racy branch no strategy reached): "
+                   + "; ".join(f"{sc}: {b}" for sc, b in under))
     for r in results:
         _print_failures(r, verbose)
     n = sum(len(r.failures) for r in results)

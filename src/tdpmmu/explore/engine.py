@@ -67,6 +67,10 @@ class ExploreResult:
     exit_reason: ExitReason = ExitReason.BUDGET
     #: index (1-based) of the first failing execution, or None
     first_failure_at: int | None = None
+    #: racy-branch coverage: branch -> number of executions that reached it
+    coverage: dict = field(default_factory=dict)
+    #: the scenario's key branches no execution reached (the scenario is under-explored)
+    under_explored: list = field(default_factory=list)
 
     @property
     def exhausted(self) -> bool:
@@ -87,6 +91,8 @@ class ExploreResult:
             "executions": self.executions, "steps": self.steps,
             "exit_reason": self.exit_reason.value, "exhausted": self.exhausted,
             "first_failure_at": self.first_failure_at,
+            "coverage": dict(sorted(self.coverage.items())),
+            "under_explored": list(self.under_explored),
             "exit_code": int(self.exit_code),
             "failures": [f.to_dict() for f in self.failures],
         }
@@ -276,6 +282,9 @@ def explore(scenario, *, strategy: str = "pct", schedules: int = 1000, seed: int
         r = runner.run(strat)
         res.executions = i
         res.steps += r.steps
+        cov = res.coverage
+        for branch in r.coverage:
+            cov[branch] = cov.get(branch, 0) + 1
         if progress is not None and (i & 63) == 0:
             progress(i, len(res.failures))
         if r.failure is None:
@@ -295,6 +304,7 @@ def explore(scenario, *, strategy: str = "pct", schedules: int = 1000, seed: int
     else:
         if isinstance(strat, DFS) and not strat.new_execution():
             res.exit_reason = ExitReason.EXHAUSTED
+    res.under_explored = [b for b in runner.scenario.key_branches if not res.coverage.get(b)]
     if progress is not None:
         progress(res.executions, len(res.failures))
     return res

@@ -23,6 +23,7 @@ from __future__ import annotations
 from ..runtime import traps
 from ..runtime.ops import READ, WRITE
 from ..sync import cond_resched, srcu_read_lock, srcu_read_unlock
+from . import oracles
 from . import spte as S
 from .kvm import KVM_REQ_MMU_FREE_OBSOLETE_ROOTS, KVM_REQ_TLB_FLUSH, KvmVcpu
 from .mmu import (IN_GUEST_MODE, OUTSIDE_GUEST_MODE, kvm_check_request, kvm_request_pending,
@@ -159,7 +160,9 @@ def guest_access(vcpu: KvmVcpu, gpa: int, access: str = READ_ACCESS) -> int | No
     while True:
         vcpu_enter_guest(vcpu)
         e = vcpu.tlb.lookup(gfn)
-        if e is None or not _allowed(e, access):
+        if e is not None and _allowed(e, access):
+            oracles.check_tlb_hit(vcpu, e, gfn, access)
+        else:
             w = hardware_walk(vcpu, gfn, access)
             if isinstance(w, TlbEntry):
                 e = w

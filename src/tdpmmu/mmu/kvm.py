@@ -155,6 +155,8 @@ class Kvm:
         #: are scanned in one step: see tdp_mmu.py's deviations)
         self.fine_grained = False
         self.mmu_invalidate_range = (1 << 64, 0)
+        #: TLB-coherence oracle: flush obligations not met yet (see oracles.py)
+        self.pending_flushes: list = []
         #: design A only: kworker tasks zapping invalidated roots (tdp_mmu_zap_wq)
         self.tdp_mmu_zap_wq: list = []
 

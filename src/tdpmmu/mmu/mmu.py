@@ -17,6 +17,7 @@ from ..runtime.errors import KernelWarning
 from ..sync import (GFP_KERNEL, RefCount, free_page, might_sleep, need_resched,  # noqa: F401
                     rcu_read_lock, rcu_read_unlock, read_lock, read_unlock, spin_lock,
                     spin_unlock, srcu_read_lock, srcu_read_unlock, write_lock, write_unlock)
+from . import oracles
 from . import spte as S
 from .kvm import (HOST_PFN_ALIGN, HOST_PFN_BASE, KVM_REQ_MMU_FREE_OBSOLETE_ROOTS,
                   KVM_REQ_TLB_FLUSH, Kvm, KvmMemorySlot, KvmVcpu)
@@ -140,6 +141,7 @@ def kvm_flush_remote_tlbs(kvm: Kvm) -> None:
     kvm.stat.remote_tlb_flush_requests += 1
     kvm_make_all_cpus_request(kvm, KVM_REQ_TLB_FLUSH)
     kvm.stat.remote_tlb_flush += 1
+    oracles.note_flush(kvm)
     for hook in kvm.flush_hooks:
         hook(kvm)
 
@@ -233,6 +235,7 @@ def kvm_mmu_page_fault(vcpu: KvmVcpu, gpa: int, error_code: int) -> int:
         vcpu.stat.pf_spurious += 1
     elif r == RET_PF_RETRY:
         vcpu.stat.pf_retry += 1
+        traps.cover("fault-retry")
     return r
 
 
@@ -399,7 +402,7 @@ def kvm_zap_gfn_range(kvm: Kvm, gfn_start: int, gfn_end: int) -> None:
     kvm_mmu_invalidate_begin(kvm)
     kvm_mmu_invalidate_range_add(kvm, gfn_start, gfn_end)
     flush = kvm_tdp_mmu_zap_leafs(kvm, gfn_start, gfn_end, False)
-    if flush:
+    if flush and not traps.defect("zap-gfn-range-no-flush"):
         kvm_flush_remote_tlbs_range(kvm, gfn_start, gfn_end - gfn_start)
     kvm_mmu_invalidate_end(kvm)
     write_unlock(kvm.mmu_lock)

@@ -36,6 +36,7 @@ from ..sync import (GFP_ATOMIC, RefCount, alloc_page, call_rcu, cpu_relax, free_
                     lockdep_assert_held, lockdep_assert_held_write, lockdep_is_held_type,
                     need_resched, rcu_barrier, rcu_read_lock, rcu_read_unlock, read_lock,
                     read_unlock, spin_lock, spin_unlock, write_lock, write_unlock)
+from . import oracles
 from . import spte as S
 from .locking import requires, transparent
 from .mmu_internal import (HDR_INVALID, HDR_NX, HDR_TO_ZAP, HDR_WORDS, KVM_ALL_ROOTS,
@@ -63,24 +64,26 @@ def kvm_tdp_mmu_write_spte_atomic(pt, idx: int, new_spte: int) -> int:
 
 
 @transparent
-def __kvm_tdp_mmu_write_spte(pt, idx: int, new_spte: int) -> None:
+def __kvm_tdp_mmu_write_spte(pt, idx: int, new_spte: int) -> int:
     """WRITE_ONCE.  x86 stores are ordered (TSO): publishing a table with a plain store
     is safe, so a non-leaf store releases (the race detector sees the publication)."""
     if S.is_shadow_present_pte(new_spte) and not S.is_large_pte(new_spte):
-        pt.store_release(idx, new_spte, "WRITE_ONCE")
-    else:
-        pt.write_once(idx, new_spte)
+        return pt.store_release(idx, new_spte, "WRITE_ONCE")
+    return pt.write_once(idx, new_spte)
 
 
 @transparent
 def kvm_tdp_mmu_write_spte(kvm, pt, idx: int, old_spte: int, new_spte: int, level: int) -> int:
     """xchg when the old SPTE is volatile (hardware A/D, fast page fault), else WRITE_ONCE.
 
-    Returns: the value really replaced (``old_spte`` for the plain store).
+    Returns: the value really replaced (``old_spte`` for the plain store).  The SPTE
+    atomicity oracle checks that a plain store did not overwrite a concurrent change.
     """
-    if S.kvm_tdp_mmu_spte_need_atomic_update(old_spte, level, kvm.masks):
+    if (S.kvm_tdp_mmu_spte_need_atomic_update(old_spte, level, kvm.masks)
+            and not traps.defect("write-spte-ignores-volatile")):
         return kvm_tdp_mmu_write_spte_atomic(pt, idx, new_spte)
-    __kvm_tdp_mmu_write_spte(pt, idx, new_spte)
+    found = __kvm_tdp_mmu_write_spte(pt, idx, new_spte)
+    oracles.check_plain_store(kvm, pt, idx, old_spte, found)
     return old_spte
 
 
@@ -188,6 +191,7 @@ def kvm_tdp_mmu_put_root(kvm, root: KvmMmuPage) -> None:
     """
     if not root.tdp_mmu_root_count.refcount_dec_and_test():
         return
+    traps.cover("last-root-put")
     WARN(not root.tdp_mmu_page or not root.hdr.read(HDR_INVALID),
          f"KVM_BUG_ON in kvm_tdp_mmu_put_root: last reference to a valid root {root!r}")
     spin_lock(kvm.arch.tdp_mmu_pages_lock)
@@ -392,6 +396,7 @@ def handle_removed_pt(kvm, pt, shared: bool) -> None:
                 old_spte = kvm_tdp_mmu_write_spte_atomic(pt, i, S.FROZEN_SPTE)
                 if not S.is_frozen_spte(old_spte):
                     break
+                traps.cover("frozen-spte-seen")
                 cpu_relax()
         else:
             old_spte = pt.read_once(i)
@@ -482,6 +487,8 @@ def handle_changed_spte(kvm, as_id: int, gfn: int, old_spte: int, new_spte: int,
             f"{gfn:#x} old {old_spte:#x} new {new_spte:#x} level {level}")
     if old_spte == new_spte:
         return
+    if was_leaf:
+        oracles.note_leaf_change(kvm, as_id, gfn, old_spte, new_spte, level)
     if is_leaf:
         bad = S.check_spte_writable_invariants(new_spte, m)
         WARN(bad is not None, f"WARN_ONCE in check_spte_writable_invariants: {bad}")
@@ -511,6 +518,7 @@ def __tdp_mmu_set_spte_atomic(kvm, iter: TdpIter, new_spte: int) -> bool:
          "WARN_ON_ONCE in __tdp_mmu_set_spte_atomic: yielded iterator or frozen old SPTE")
     cur = iter.pt.cmpxchg(iter.idx, iter.old_spte, new_spte)
     if cur != iter.old_spte:
+        traps.cover("cmpxchg-lost")
         iter.old_spte = cur
         return False
     return True
@@ -586,14 +594,19 @@ def tdp_mmu_iter_cond_resched(kvm, iter: TdpIter, flush: bool, shared: bool) -> 
     WARN(iter.yielded, "KVM_MMU_WARN_ON in tdp_mmu_iter_cond_resched: already yielded")
     if not tdp_mmu_iter_need_resched(kvm, iter):
         return False
-    if flush:
+    if flush and not traps.defect("cond-resched-skips-flush"):
         _mmu_c.kvm_flush_remote_tlbs(kvm)
     rcu_read_unlock()
     if shared:
-        kvm.mmu_lock.cond_resched_rwlock_read()
+        yielded = kvm.mmu_lock.cond_resched_rwlock_read()
     else:
-        kvm.mmu_lock.cond_resched_rwlock_write()
+        yielded = kvm.mmu_lock.cond_resched_rwlock_write()
     rcu_read_lock()
+    if yielded:
+        traps.cover("yield-mid-walk")
+        root = sptep_to_sp(kvm, iter.pt_path[iter.root_level - 1])
+        if root.hdr.peek(HDR_INVALID):
+            traps.cover("resumed-on-invalid-root")
     WARN(iter.gfn > iter.next_last_level_gfn,
          "WARN_ON_ONCE in tdp_mmu_iter_cond_resched: gfn beyond next_last_level_gfn")
     iter.yielded = True
@@ -937,7 +950,8 @@ def tdp_mmu_link_sp(kvm, iter: TdpIter, sp: KvmMmuPage, shared: bool) -> int:
             return -16
     else:
         tdp_mmu_iter_set_spte(kvm, iter, new_spte)
-    tdp_account_mmu_page(kvm, sp)
+    if not traps.defect("link-sp-skips-accounting"):
+        tdp_account_mmu_page(kvm, sp)
     return 0
 
 
@@ -991,6 +1005,7 @@ def kvm_tdp_mmu_map(vcpu, fault) -> int:
         if fault.nx_huge_page_workaround_enabled:
             disallowed_hugepage_adjust(fault, iter.old_spte, iter.level, kvm)
         if S.is_frozen_spte(iter.old_spte):
+            traps.cover("frozen-spte-seen")
             break                                   # RET_PF_RETRY
         if iter.level == fault.goal_level:
             reached = True

@@ -120,7 +120,7 @@ class ExecutionResult:
     """What one execution produced.  Plain data; the explorer turns it into reports."""
 
     __slots__ = ("failure", "failure_task", "steps", "choices", "preemptions", "trace",
-                 "task_names", "error")
+                 "task_names", "error", "coverage")
 
     def __init__(self, ex: "Execution"):
         self.failure: Violation | None = ex.failure
@@ -131,6 +131,7 @@ class ExecutionResult:
         self.trace: list[TraceStep] | None = ex.trace if ex.tracing else None
         self.task_names: list[str] = [t.name for t in ex.tasks]
         self.error = ex.error
+        self.coverage: dict = ex.coverage
 
 
 class Execution:
@@ -164,6 +165,8 @@ class Execution:
         self.hub = None
         #: Per-execution state of the primitives (lockdep graph, RCU, allocator...).
         self.state: dict = {}
+        #: racy-branch coverage: branch name -> times reached in this execution
+        self.coverage: dict = {}
         self.spawn_hooks: list = []
         self.exit_hooks: list = []
         self.join_hooks: list = []

@@ -191,6 +191,14 @@ def site():
     return None
 
 
+def cover(branch: str) -> None:
+    """Count that this execution reached a racy branch (racy-branch coverage)."""
+    ex = _EX
+    if ex is not None:
+        c = ex.coverage
+        c[branch] = c.get(branch, 0) + 1
+
+
 def now() -> int:
     """The current step number (the model's only clock)."""
     return _ex().step

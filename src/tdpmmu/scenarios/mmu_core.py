@@ -11,6 +11,7 @@ from ..mmu import (EXEC_ACCESS, READ_ACCESS, WRITE_ACCESS, guest_access, kvm_cre
                    kvm_destroy_vm, kvm_mmu_zap_all_fast, kvm_set_memory_region,
                    kvm_smm_transition, kvm_zap_gfn_range)
 from ..mmu import spte as S
+from ..mmu.oracles import check_mmu_structure
 from ..runtime.errors import InvariantViolation
 from ..sync import (Completion, assert_no_leaks, join, mutex_lock, mutex_unlock, rcu_pending_callbacks,
                     spawn)
@@ -37,6 +38,7 @@ def spawn_teardown(kvm, tasks):
     def teardown():
         for t in tasks:
             join(t)
+        check_mmu_structure(kvm, "when the VM's threads are gone")
         kvm_destroy_vm(kvm)
     spawn("vm_teardown", teardown)
     return lambda: teardown_check(kvm)
@@ -63,7 +65,8 @@ def zap_all_fast(kvm) -> None:
     mutex_unlock(kvm.slots_lock)
 
 
-@scenario("mmu-faults-vs-zap-all-fast", tags=MMU, dfs_bound=1, max_steps=60_000)
+@scenario("mmu-faults-vs-zap-all-fast", tags=MMU, dfs_bound=1, max_steps=60_000,
+          key_branches=("fault-retry", "last-root-put"))
 def mmu_faults_vs_zap_all_fast(vcpus: int = 2, accesses: int = 2, smm: bool = False):
     """vCPUs fault in the same and different GFNs while a memslot update runs
     kvm_mmu_zap_all_fast (invalidate all roots, zap them under the read lock); then
@@ -85,7 +88,8 @@ def mmu_faults_vs_zap_all_fast(vcpus: int = 2, accesses: int = 2, smm: bool = Fa
     return spawn_teardown(kvm, tasks)
 
 
-@scenario("mmu-smm-teardown", tags=MMU, dfs_bound=1, max_steps=60_000)
+@scenario("mmu-smm-teardown", tags=MMU, dfs_bound=1, max_steps=60_000,
+          key_branches=("last-root-put",))
 def mmu_smm_teardown(vcpus: int = 2):
     """vCPUs run in normal mode and in SMM (roots in both address spaces); a fast zap
     invalidates them all; teardown must leave no root in either address space."""
@@ -106,7 +110,8 @@ def mmu_smm_teardown(vcpus: int = 2):
     return spawn_teardown(kvm, tasks)
 
 
-@scenario("mmu-fault-vs-zap-range", tags=MMU, dfs_bound=2, max_steps=60_000)
+@scenario("mmu-fault-vs-zap-range", tags=MMU, dfs_bound=2, max_steps=60_000,
+          key_branches=("fault-retry",))
 def mmu_fault_vs_zap_range(vcpus: int = 1, backing: int = 1):
     """A vCPU faults and accesses a page while kvm_zap_gfn_range zaps (and flushes) the
     range under the write lock; backing=2 maps with 2M pages."""
@@ -123,7 +128,8 @@ def mmu_fault_vs_zap_range(vcpus: int = 1, backing: int = 1):
     return spawn_teardown(kvm, tasks)
 
 
-@scenario("mmu-nx-recovery-vs-fault", tags=MMU, dfs_bound=2, max_steps=60_000)
+@scenario("mmu-nx-recovery-vs-fault", tags=MMU, dfs_bound=2, max_steps=60_000,
+          key_branches=("rcu-gp-waited-for-reader",))
 def mmu_nx_recovery_vs_fault(vcpus: int = 2):
     """With the NX huge page mitigation on and 2M backing, an instruction fetch makes
     KVM map 4K pages under a page table it tracks as a possible NX huge page; the
@@ -156,6 +162,216 @@ def mmu_nx_recovery_vs_fault(vcpus: int = 2):
     return spawn_teardown(kvm, tasks)
 
 
+@scenario("mmu-root-alloc-race", tags=MMU, dfs_bound=2, max_steps=60_000,
+          key_branches=())
+def mmu_root_alloc_race(vcpus: int = 3):
+    """Several vCPUs load their first root at once (kvm_tdp_mmu_alloc_root: the yield-safe
+    lookup under the read lock, then the re-check under tdp_mmu_pages_lock); one of them
+    in SMM.  They must end up sharing one root per address space."""
+    kvm = build_vm(vcpus, smm=True)
+
+    def vcpu_body(v):
+        def run():
+            if v.vcpu_id == vcpus - 1:
+                kvm_smm_transition(v, True)
+            guest_access(v, (v.vcpu_id + 1) << 12, READ_ACCESS)
+        return run
+
+    tasks = [spawn(v.name, vcpu_body(v)) for v in kvm.vcpus]
+
+    vcpu_tasks = list(tasks)
+
+    def shared_roots():
+        for t in vcpu_tasks:
+            join(t)
+        by_as = {}
+        for v in kvm.vcpus:
+            by_as.setdefault(v.as_id, set()).add(v.root)
+        for as_id, roots in by_as.items():
+            if len(roots) != 1:
+                raise InvariantViolation(f"{len(roots)} roots for address space {as_id}: "
+                                         f"vCPUs did not share their root")
+    tasks.append(spawn("check_roots", shared_roots))
+    return spawn_teardown(kvm, tasks)
+
+
+@scenario("mmu-link-race", tags=MMU, dfs_bound=2, max_steps=60_000,
+          key_branches=("cmpxchg-lost",))
+def mmu_link_race(vcpus: int = 2, gfn: int = 5):
+    """Two vCPUs fault the same GFN at once: both walk to the same missing page tables
+    and race to link them (and the leaf) with cmpxchg; the loser frees its unused page
+    and retries."""
+    kvm = build_vm(vcpus)
+    pfns = {}
+
+    def vcpu_body(v):
+        def run():
+            pfns[v.name] = guest_access(v, gfn << 12, WRITE_ACCESS)
+        return run
+
+    tasks = [spawn(v.name, vcpu_body(v)) for v in kvm.vcpus]
+
+    vcpu_tasks = list(tasks)
+
+    def same():
+        for t in vcpu_tasks:
+            join(t)
+        if len(set(pfns.values())) != 1:
+            raise InvariantViolation(f"vCPUs reached different pfns for gfn {gfn:#x}: {pfns}")
+    tasks.append(spawn("check_pfn", same))
+    return spawn_teardown(kvm, tasks)
+
+
+@scenario("mmu-huge-vs-4k", tags=MMU, dfs_bound=2, max_steps=60_000,
+          key_branches=("cmpxchg-lost",))
+def mmu_huge_vs_4k(vcpus: int = 2):
+    """With 2M backing and the NX huge page mitigation on, one vCPU reads (a 2M mapping)
+    while another fetches an instruction in the same 2M region (only 4K may be
+    executable, so KVM links a 4K table or splits the huge page)."""
+    kvm = build_vm(vcpus, backing_level=S.PG_LEVEL_2M, nx_huge_pages=True)
+
+    def reader():
+        v = kvm.vcpus[0]
+        guest_access(v, 0x3000, READ_ACCESS)
+        guest_access(v, 0x4000, WRITE_ACCESS)
+
+    def fetcher(v):
+        def run():
+            guest_access(v, 0x7000, EXEC_ACCESS)
+        return run
+
+    tasks = [spawn(kvm.vcpus[0].name, reader)]
+    tasks += [spawn(v.name, fetcher(v)) for v in kvm.vcpus[1:]]
+    return spawn_teardown(kvm, tasks)
+
+
+@scenario("mmu-zap-range-yield", tags=MMU, dfs_bound=2, max_steps=60_000,
+          key_branches=("yield-mid-walk",))
+def mmu_zap_range_yield(pages: int = 3):
+    """A vCPU maps a few pages and keeps using them from its TLB while kvm_zap_gfn_range
+    zaps them under the write lock, yielding in the middle of the walk (a pending TLB
+    flush must happen before the lock is dropped)."""
+    kvm = build_vm(1)
+    v = kvm.vcpus[0]
+    mapped = Completion("mapped")
+
+    def vcpu():
+        for g in range(pages):
+            guest_access(v, g << 12, WRITE_ACCESS)
+        mapped.complete_all()
+        for g in range(pages):
+            guest_access(v, g << 12, READ_ACCESS)
+
+    def zapper():
+        mapped.wait_for_completion()
+        kvm_zap_gfn_range(kvm, 0, 512)
+
+    tasks = [spawn(v.name, vcpu), spawn("zapper", zapper)]
+    return spawn_teardown(kvm, tasks)
+
+
+@scenario("mmu-zap-leafs-vs-invalidate", tags=MMU, dfs_bound=1, max_steps=60_000,
+          key_branches=("yield-mid-walk",))
+def mmu_zap_leafs_vs_invalidate(pages: int = 2):
+    """A range zap walks the roots with the yield-safe iterator and yields mid-walk while
+    a memslot update invalidates every root (kvm_mmu_zap_all_fast); a vCPU keeps
+    faulting meanwhile."""
+    kvm = build_vm(1)
+    v = kvm.vcpus[0]
+    mapped = Completion("mapped")
+
+    def vcpu():
+        for g in range(pages):
+            guest_access(v, g << 12, WRITE_ACCESS)
+        mapped.complete_all()
+        guest_access(v, 0x10000, READ_ACCESS)
+
+    def zapper():
+        mapped.wait_for_completion()
+        kvm_zap_gfn_range(kvm, 0, 1024)
+
+    def memslot_update():
+        mapped.wait_for_completion()
+        zap_all_fast(kvm)
+
+    tasks = [spawn(v.name, vcpu), spawn("zapper", zapper), spawn("memslot_update", memslot_update)]
+    return spawn_teardown(kvm, tasks)
+
+
+@scenario("mmu-unload-vs-root-walk", tags=MMU, dfs_bound=1, max_steps=60_000,
+          key_branches=("last-root-put",))
+def mmu_unload_vs_root_walk():
+    """After a fast zap, the vCPU's put of its invalidated root is the last reference
+    (list_del_rcu + call_rcu) while another task walks the root list (a range zap's
+    yield-safe walk)."""
+    kvm = build_vm(1, smm=True)
+    v = kvm.vcpus[0]
+    mapped = Completion("mapped")
+
+    def vcpu():
+        guest_access(v, 0x1000, WRITE_ACCESS)
+        mapped.complete_all()
+        kvm_smm_transition(v, True)         # kvm_mmu_unload: puts the root
+        guest_access(v, 0x2000, READ_ACCESS)
+
+    def memslot_update():
+        mapped.wait_for_completion()
+        zap_all_fast(kvm)
+
+    def walker():
+        mapped.wait_for_completion()
+        kvm_zap_gfn_range(kvm, 0x100, 0x200)
+
+    tasks = [spawn(v.name, vcpu), spawn("memslot_update", memslot_update),
+             spawn("walker", walker)]
+    return spawn_teardown(kvm, tasks)
+
+
+@scenario("mmu-faults-vs-zap-all", tags=MMU, dfs_bound=1, max_steps=60_000,
+          key_branches=("fault-retry",))
+def mmu_faults_vs_zap_all(vcpus: int = 2):
+    """vCPUs fault in both address spaces while the mmu_notifier release path zaps every
+    root (kvm_mmu_zap_all under the write lock)."""
+    from ..mmu import kvm_mmu_zap_all
+    kvm = build_vm(vcpus, smm=True)
+
+    def vcpu_body(v):
+        def run():
+            guest_access(v, 0x1000 * (v.vcpu_id + 1), WRITE_ACCESS)
+            kvm_smm_transition(v, True)
+            guest_access(v, 0x1000 * (v.vcpu_id + 3), WRITE_ACCESS)
+        return run
+
+    tasks = [spawn(v.name, vcpu_body(v)) for v in kvm.vcpus]
+    tasks.append(spawn("notifier_release", lambda: kvm_mmu_zap_all(kvm)))
+    return spawn_teardown(kvm, tasks)
+
+
+@scenario("mmu-two-zappers", tags=MMU, dfs_bound=1, max_steps=60_000,
+          key_branches=("yield-mid-walk",))
+def mmu_two_zappers():
+    """Two range zaps over overlapping ranges (each yielding on the same roots) while a
+    vCPU re-faults the pages."""
+    kvm = build_vm(1)
+    v = kvm.vcpus[0]
+    mapped = Completion("mapped")
+
+    def vcpu():
+        for g in (1, 2, 600):
+            guest_access(v, g << 12, WRITE_ACCESS)
+        mapped.complete_all()
+        guest_access(v, 2 << 12, READ_ACCESS)
+
+    def zapper(start, end):
+        def run():
+            mapped.wait_for_completion()
+            kvm_zap_gfn_range(kvm, start, end)
+        return run
+
+    tasks = [spawn(v.name, vcpu), spawn("zapper0", zapper(0, 700)),
+             spawn("zapper1", zapper(2, 1024))]
+    return spawn_teardown(kvm, tasks)
+
 NEG = "model negative control"
 register_defect("fault-without-mmu-lock", "page fault maps without taking mmu_lock",
                 "LockNotHeld", ["mmu-faults-vs-zap-all-fast", "mmu-fault-vs-zap-range"],
@@ -185,3 +401,14 @@ register_defect("fault-under-write-lock", "design O (v5.10-v5.12): page faults u
                 "none", ["mmu-faults-vs-zap-all-fast", "mmu-fault-vs-zap-range"],
                 "kvm_tdp_mmu_page_fault takes mmu_lock for write and kvm_tdp_mmu_map_write_locked "
                 "changes SPTEs with tdp_mmu_set_spte.  A correct design.", source=DESIGN)
+register_defect("zap-gfn-range-no-flush", "kvm_zap_gfn_range drops its TLB flush",
+                "TlbIncoherence", ["mmu-zap-range-yield", "mmu-fault-vs-zap-range"],
+                "Zapped leaves stay cached in vCPU TLBs after mmu_lock is released: a vCPU "
+                "keeps using the old translation.", source=NEG)
+register_defect("cond-resched-skips-flush", "tdp_mmu_iter_cond_resched yields without the "
+                "pending flush", "TlbIncoherence", ["mmu-zap-range-yield"],
+                "Flush-before-yield broken: while the zapper has dropped mmu_lock, a vCPU uses "
+                "a translation the zapper already removed.", source=NEG)
+register_defect("link-sp-skips-accounting", "tdp_mmu_link_sp forgets tdp_account_mmu_page",
+                "StructureViolation", ["mmu-link-race", "mmu-faults-vs-zap-all-fast"],
+                "kvm->arch.tdp_mmu_pages no longer matches the page tables linked.", source=NEG)

@@ -45,6 +45,9 @@ class Scenario:
     #: preemption bound for bounded DFS in ``tdpmmu check`` (None: DFS not used)
     dfs_bound: int | None
     default: bool = True
+    #: racy branches this scenario exists to reach (racy-branch coverage): a campaign
+    #: that never reached one of them leaves the scenario flagged as under-explored
+    key_branches: tuple = ()
 
     def resolve(self, overrides: dict | None) -> dict:
         """Defaults updated with ``overrides`` (validated and converted)."""
@@ -67,6 +70,7 @@ class Scenario:
     def to_dict(self) -> dict:
         return {"name": self.name, "description": self.description, "params": self.params,
                 "tags": sorted(self.tags), "default": self.default,
+                "key_branches": list(self.key_branches),
                 "defects": [d.name for d in DEFECTS.values() if self.name in d.scenarios]}
 
 
@@ -115,7 +119,7 @@ DEFECTS: dict[str, Defect] = {}
 
 
 def scenario(name: str, *, description: str | None = None, tags=(), max_steps: int = 20_000,
-             dfs_bound: int | None = 2, default: bool = True):
+             dfs_bound: int | None = 2, default: bool = True, key_branches=()):
     """Register a scenario function under ``name`` (decorator)."""
     def deco(fn):
         if name in SCENARIOS and SCENARIOS[name].fn is not fn:
@@ -127,7 +131,7 @@ def scenario(name: str, *, description: str | None = None, tags=(), max_steps: i
             params[p.name] = p.default
         doc = description or (inspect.getdoc(fn) or "").split("\n\n")[0].replace("\n", " ")
         SCENARIOS[name] = Scenario(name, fn, doc, params, frozenset(tags), max_steps,
-                                   dfs_bound, default)
+                                   dfs_bound, default, tuple(key_branches))
         fn.scenario_name = name
         return fn
     return deco

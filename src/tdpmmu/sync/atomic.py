@@ -142,13 +142,16 @@ class Words:
             race.check_access(self._shadow, i, MR, self, "READ_ONCE")
         return self.vals[i]
 
-    def write_once(self, i: int, v) -> None:
+    def write_once(self, i: int, v):
+        """WRITE_ONCE.  Returns the value overwritten (for oracles; C returns nothing)."""
         traps.schedule_point((WRITE, self, "WRITE_ONCE", i))
         if self.freed:
             self._uaf(i, "WRITE_ONCE")
         if self._race:
             race.check_access(self._shadow, i, MW, self, "WRITE_ONCE")
+        prev = self.vals[i]
         self.vals[i] = v
+        return prev
 
     def load_acquire(self, i: int = 0, verb: str = "smp_load_acquire"):
         traps.schedule_point((READ, self, verb, i))
@@ -159,14 +162,17 @@ class Words:
         self._sc(i).acquire()
         return self.vals[i]
 
-    def store_release(self, i: int, v, verb: str = "smp_store_release") -> None:
+    def store_release(self, i: int, v, verb: str = "smp_store_release"):
+        """Returns the value overwritten (for oracles)."""
         traps.schedule_point((WRITE, self, verb, i))
         if self.freed:
             self._uaf(i, verb)
         if self._race:
             race.check_access(self._shadow, i, MW, self, verb)
         self._sc(i).release()
+        prev = self.vals[i]
         self.vals[i] = v
+        return prev
 
     # -- atomic read-modify-write ------------------------------------------------
 

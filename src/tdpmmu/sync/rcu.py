@@ -253,6 +253,8 @@ def _gp_kthread() -> None:
         batch, st.pending = st.pending, []
         traps.schedule_point((SYNC, st, "rcu_gp_start", None))
         snap = st.readers.snapshot()
+        if snap:
+            traps.cover("rcu-gp-waited-for-reader")
         st.readers.wait_for(snap, "grace period")
         st.gp_count += 1
         for fn, label, clock in batch:

@@ -1,0 +1,207 @@
+"""Model-level oracles: TLB coherence, SPTE atomicity, structure and statistics.
+
+These complement the checkers built into the primitives (lockdep, RCU, use-after-free,
+refcount_t, races): they know what an SPTE, a TLB entry and a page table are.
+
+* **TLB coherence** (:func:`note_leaf_change`, :func:`note_flush`, :func:`check_tlb_hit`).
+  A leaf change in a valid root that leaves a translation a vCPU may have cached
+  (zapped, pfn changed, write access removed) creates a *flush obligation* owned by the
+  task that made it.  The kernel's rule: the obligation must be met (a remote TLB flush)
+  before that task drops mmu_lock -- at a yield, or at the end of its critical section.
+  A guest access that hits a TLB entry whose translation is stale, while an obligation
+  covering it is *overdue* (its owner no longer holds mmu_lock), is a
+  :class:`TlbIncoherence` naming the stale translation.
+* **SPTE atomicity** (:func:`check_plain_store`): a non-atomic SPTE store that overwrites
+  a value other than the one the writer read lost a concurrent update (hardware A/D
+  assist, fast page fault).  The Accessed bit is exempt: the kernel deliberately does not
+  treat it as volatile (``spte_needs_atomic_update``).
+* **Structure and stats** (:func:`check_mmu_structure`), at quiescent points: every
+  present non-leaf SPTE points to a live page table of the level below whose gfn and
+  parent pointer match; leaves above 4K are large and aligned; no live table holds a
+  FROZEN_SPTE once every task has finished with it; ``pages_4k/2m/1g`` equal the leaves
+  the tables hold and ``tdp_mmu_pages`` the linked non-root tables.
+
+All oracle state is per VM and costs nothing unless the paths run.
+"""
+
+from __future__ import annotations
+
+from ..runtime import traps
+from ..runtime.errors import InvariantViolation
+from ..runtime.execution import format_site
+from . import spte as S
+
+
+class TlbIncoherence(InvariantViolation):
+    summary = "a vCPU used a TLB entry whose required flush is overdue (stale translation)"
+
+
+class SpteLostUpdate(InvariantViolation):
+    summary = "a non-atomic SPTE store overwrote a concurrent update (hardware A/D, fast fault)"
+
+
+class StructureViolation(InvariantViolation):
+    summary = "the page tables or the MMU statistics are inconsistent at a quiescent point"
+
+
+class PendingFlush:
+    __slots__ = ("as_id", "gfn", "npages", "old", "task", "step", "site")
+
+    def __init__(self, as_id, gfn, npages, old, task, step, site):
+        self.as_id = as_id
+        self.gfn = gfn
+        self.npages = npages
+        self.old = old
+        self.task = task
+        self.step = step
+        self.site = site
+
+    def covers(self, as_id: int, gfn: int) -> bool:
+        return as_id == self.as_id and self.gfn <= gfn < self.gfn + self.npages
+
+
+def _needs_flush(old: int, new: int, level: int, m) -> bool:
+    """Would a vCPU that cached ``old`` translate differently from ``new``?"""
+    if not (S.is_shadow_present_pte(old) and S.is_last_spte(old, level)):
+        return False
+    if not (S.is_shadow_present_pte(new) and S.is_last_spte(new, level)):
+        return True
+    if S.spte_to_pfn(old) != S.spte_to_pfn(new):
+        return True
+    if S.is_writable_pte(old) and not S.is_writable_pte(new):
+        return S.leaf_spte_change_needs_tlb_flush(old, new, m)
+    return False
+
+
+def note_leaf_change(kvm, as_id: int, gfn: int, old: int, new: int, level: int) -> None:
+    """Called by handle_changed_spte for every SPTE change."""
+    if not _needs_flush(old, new, level, kvm.masks):
+        return
+    task = traps.current_task()
+    kvm.pending_flushes.append(PendingFlush(as_id, gfn, S.KVM_PAGES_PER_HPAGE(level), old,
+                                            task, traps.now(), traps.site()))
+
+
+def note_flush(kvm) -> None:
+    """A remote TLB flush meets every obligation made so far."""
+    kvm.pending_flushes.clear()
+
+
+def _holds_mmu_lock(task, kvm) -> bool:
+    ts = task.ext
+    if ts is None:
+        return False
+    return any(h.lock is kvm.mmu_lock for h in ts.held)
+
+
+def peek_translation(kvm, root, gfn: int):
+    """The leaf SPTE mapping ``gfn`` in ``root`` and its level (no scheduling points)."""
+    pt = root.spt
+    level = root.role.level
+    while True:
+        spte = pt.vals[S.SPTE_INDEX(gfn, level)]
+        if not S.is_shadow_present_pte(spte):
+            return None, level
+        if S.is_last_spte(spte, level):
+            return spte, level
+        sp = kvm.pt_by_pfn.get(S.spte_to_pfn(spte))
+        if sp is None or sp.spt.freed:
+            return None, level
+        pt = sp.spt
+        level -= 1
+
+
+def check_tlb_hit(vcpu, entry, gfn: int, access: str) -> None:
+    """A guest access is about to use ``entry`` from the vCPU's TLB."""
+    kvm = vcpu.kvm
+    if not kvm.pending_flushes:
+        return
+    spte, level = None, 0
+    if vcpu.root is not None and not vcpu.root.spt.freed:
+        spte, level = peek_translation(kvm, vcpu.root, gfn)
+    pfn = entry.pfn + (gfn - entry.gfn)
+    fresh = (spte is not None
+             and S.spte_to_pfn(spte) + (gfn - S.gfn_round_for_level(gfn, level)) == pfn
+             and (access != "w" or S.is_writable_pte(spte)))
+    if fresh:
+        return
+    for p in kvm.pending_flushes:
+        if p.covers(entry.as_id, gfn) and not _holds_mmu_lock(p.task, kvm):
+            v = TlbIncoherence(
+                f"{vcpu.name} used a stale TLB entry for gfn {gfn:#x} -> pfn {pfn:#x} "
+                f"({access}): {p.task.name} changed that translation at step {p.step} and "
+                f"released mmu_lock without flushing TLBs")
+            v.add_evidence("stale", f"{entry!r} in {vcpu.name}'s TLB")
+            v.add_evidence("changed", f"step {p.step} by {p.task.name}: old SPTE {p.old:#x}"
+                           + (f" at {format_site(p.site)}" if p.site else ""))
+            v.add_evidence("now", "SPTE " + (f"{spte:#x}" if spte is not None else "not present"))
+            raise v
+
+
+def check_plain_store(kvm, pt, idx: int, expected: int, found: int) -> None:
+    """A non-atomic store expected ``expected`` in memory and found ``found``."""
+    diff = (expected ^ found) & ~kvm.masks.accessed_mask
+    if expected == found or not diff:
+        return
+    v = SpteLostUpdate(
+        f"non-atomic store to {pt.name}[{idx}] by {traps.current_task().name} overwrote "
+        f"{found:#x}, but the writer had read {expected:#x}: the concurrent change "
+        f"(bits {diff:#x}) is lost")
+    raise v
+
+
+def check_mmu_structure(kvm, where: str) -> None:
+    """Walk every root on tdp_mmu_roots (no scheduling points) and check the structure
+    and the statistics.  Call only at quiescent points."""
+    leaves = {1: 0, 2: 0, 3: 0}
+    tables = 0
+    problems: list[str] = []
+
+    def walk(sp, level):
+        nonlocal tables
+        pt = sp.spt
+        if pt.freed:
+            problems.append(f"{pt.name} (level {level}) is reachable but freed")
+            return
+        step = S.KVM_PAGES_PER_HPAGE(level)
+        for i, v in enumerate(pt.vals):
+            if v == S.FROZEN_SPTE:
+                problems.append(f"{pt.name}[{i}] is FROZEN_SPTE with nobody working on it")
+                continue
+            if not S.is_shadow_present_pte(v):
+                continue
+            gfn = sp.gfn + i * step
+            if S.is_last_spte(v, level):
+                if level > 1 and S.spte_to_pfn(v) % step:
+                    problems.append(f"{pt.name}[{i}]: huge leaf pfn {S.spte_to_pfn(v):#x} "
+                                    f"not aligned to level {level}")
+                if level in leaves:
+                    leaves[level] += 1
+                continue
+            child = kvm.pt_by_pfn.get(S.spte_to_pfn(v))
+            if child is None:
+                problems.append(f"{pt.name}[{i}] points to pfn {S.spte_to_pfn(v):#x}, not a "
+                                f"page table")
+                continue
+            if child.role.level != level - 1 or child.gfn != gfn or child.ptep != (pt, i):
+                problems.append(f"{pt.name}[{i}] -> {child.spt.name}: level {child.role.level} "
+                                f"gfn {child.gfn:#x}, expected level {level - 1} gfn {gfn:#x} "
+                                f"linked here")
+            tables += 1
+            walk(child, level - 1)
+
+    for root in kvm.arch.tdp_mmu_roots.peek_all():
+        walk(root, root.role.level)
+    st = kvm.stat
+    for level, have in ((1, st.pages_4k), (2, st.pages_2m), (3, st.pages_1g)):
+        if have != leaves[level]:
+            problems.append(f"pages_{S.level_name(level).lower()} = {have} but the tables "
+                            f"hold {leaves[level]} such leaves")
+    if kvm.arch.tdp_mmu_pages != tables:
+        problems.append(f"tdp_mmu_pages = {kvm.arch.tdp_mmu_pages} but {tables} non-root "
+                        f"tables are linked")
+    if problems:
+        v = StructureViolation(f"MMU structure inconsistent {where}: {problems[0]}")
+        for p in problems[:8]:
+            v.add_evidence("problem", p)
+        raise v
