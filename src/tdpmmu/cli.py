@@ -59,10 +59,24 @@ def _schedule_file(f) -> str | None:
     return path
 
 
-def _print_failures(result, verbose: bool):
+def _print_failures(result, verbose: bool, save: str | None = None):
     for f in result.failures:
         click.echo("")
         click.echo(render_failure(f, verbose, _schedule_file(f)))
+        if save:
+            click.echo(f"saved: {_save_failure(f, save)}")
+
+
+def _save_failure(f, directory: str) -> str:
+    """Write a failure as JSON (what `tdpmmu report` reads); returns the path."""
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as e:
+        raise E.UsageError(f"cannot create {directory}: {e.strerror}") from None
+    path = os.path.join(directory, f"{f.scenario}-{f.category}-{f.execution}.json")
+    with open(path, "w") as fh:
+        fh.write(f.to_json())
+    return path
 
 
 def _strategy_options(strategy: str, depth, bound) -> dict:
@@ -182,10 +196,11 @@ def check(budget, seed, scenarios, defects, as_json, verbose):
 @click.option("--max-steps", type=click.IntRange(1), default=None, help="step bound per execution")
 @click.option("--no-shrink", is_flag=True, help="report failures as found")
 @click.option("--stop-on-first", is_flag=True, help="stop at the first distinct failure")
+@click.option("--save", default=None, metavar="DIR", help="write each failure as JSON into DIR")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("-v", "--verbose", is_flag=True)
 def explore_cmd(scenario, strategy, schedules, seed, defects, params, depth, bound, max_steps,
-                no_shrink, stop_on_first, as_json, verbose):
+                no_shrink, stop_on_first, save, as_json, verbose):
     """Explore one scenario; print each distinct failure (shrunk).
 
     \b
@@ -197,12 +212,15 @@ def explore_cmd(scenario, strategy, schedules, seed, defects, params, depth, bou
                 shrink=not no_shrink, stop_on_first=stop_on_first,
                 strategy_options=_strategy_options(strategy, depth, bound))
     if as_json:
+        if save:
+            for f in r.failures:
+                _save_failure(f, save)
         click.echo(json.dumps(r.to_dict(), indent=2))
         return r.exit_code
     click.echo(f"{r.scenario}: {r.executions} schedules with {r.strategy} (seed {r.seed}), "
                f"{r.steps} steps: {r.exit_reason.value}; "
                f"{len(r.failures)} distinct failure(s)")
-    _print_failures(r, verbose)
+    _print_failures(r, verbose, save)
     return r.exit_code
 
 
@@ -315,6 +333,57 @@ def list_cmd(as_json):
     for v in vs:
         t.add_row(v["name"], v["family"], v["summary"])
     con.print(t)
+    return ExitCode.OK
+
+
+@cli.command("report")
+@click.argument("failure_json", metavar="FAILURE.json")
+@click.option("--html", "html_out", default=None, metavar="OUT.html",
+              help="write a self-contained HTML timeline of the interleaving")
+@click.option("--index", type=click.IntRange(0), default=0,
+              help="which failure, when the file holds several (explore/check --json)")
+@click.option("-v", "--verbose", is_flag=True)
+def report_cmd(failure_json, html_out, index, verbose):
+    """Render a saved failure: as text, or as an HTML timeline (one lane per task, lock
+    and RCU bars, the violating step highlighted, hover for the source line).
+
+    \b
+    tdpmmu explore sync-refcount --defect refcount-put-then-use --save failures/
+    tdpmmu report failures/sync-refcount-UseAfterFree-3.json --html uaf.html
+    """
+    from .explore.failure import Failure
+    from .report.html import render_html
+    try:
+        with open(failure_json) as fh:
+            doc = json.load(fh)
+    except OSError as e:
+        raise E.UsageError(f"cannot read {failure_json}: {e.strerror}") from None
+    except json.JSONDecodeError as e:
+        raise E.UsageError(f"{failure_json} is not JSON: {e.msg} at line {e.lineno}") from None
+    candidates = []
+    if isinstance(doc, dict) and "category" in doc:
+        candidates = [doc]
+    elif isinstance(doc, dict) and isinstance(doc.get("failure"), dict):
+        candidates = [doc["failure"]]
+    elif isinstance(doc, dict) and "failures" in doc:
+        candidates = list(doc["failures"])
+    elif isinstance(doc, dict) and "runs" in doc:
+        candidates = [f for run in doc["runs"] for f in run.get("failures", [])]
+    if not candidates:
+        raise E.UsageError(f"{failure_json} holds no failure")
+    if index >= len(candidates):
+        raise E.UsageError(f"{failure_json} holds {len(candidates)} failure(s); --index {index} "
+                           f"is out of range")
+    f = Failure.from_dict(candidates[index])
+    if html_out:
+        try:
+            with open(html_out, "w") as fh:
+                fh.write(render_html(f))
+        except OSError as e:
+            raise E.UsageError(f"cannot write {html_out}: {e.strerror}") from None
+        click.echo(f"wrote {html_out}")
+    else:
+        click.echo(render_failure(f, verbose))
     return ExitCode.OK
 
 
