@@ -974,8 +974,13 @@ def tdp_mmu_split_huge_page(kvm, iter: TdpIter, sp: KvmMmuPage, shared: bool) ->
     return 0
 
 
+@requires("either", kernel="mmu.c")
 def disallowed_hugepage_adjust(fault, spte: int, cur_level: int, kvm) -> None:
-    """Never replace an existing page table with an NX huge page (mmu.c)."""
+    """Never replace an existing page table with an NX huge page.
+
+    Requires: mmu_lock held (the fault's read lock): reads the child's
+    nx_huge_page_disallowed.
+    """
     if (cur_level > S.PG_LEVEL_4K and cur_level == fault.goal_level
             and S.is_shadow_present_pte(spte) and not S.is_large_pte(spte)):
         child = kvm.pt_by_pfn.get(S.spte_to_pfn(spte))

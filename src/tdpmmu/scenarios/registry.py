@@ -122,8 +122,12 @@ def scenario(name: str, *, description: str | None = None, tags=(), max_steps: i
              dfs_bound: int | None = 2, default: bool = True, key_branches=()):
     """Register a scenario function under ``name`` (decorator)."""
     def deco(fn):
-        if name in SCENARIOS and SCENARIOS[name].fn is not fn:
+        old = SCENARIOS.get(name)
+        if old is not None and old.fn is not fn and (
+                getattr(old.fn, "__module__", None), getattr(old.fn, "__qualname__", None)) != (
+                fn.__module__, fn.__qualname__):
             raise UsageError(f"scenario {name!r} is registered twice")
+        # (the same function re-imported, e.g. a test module collected again, replaces it)
         params = {}
         for p in inspect.signature(fn).parameters.values():
             if p.default is inspect.Parameter.empty:
