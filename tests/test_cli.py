@@ -127,6 +127,23 @@ def test_list_json(capsys):
     (["replay", "sync-counter", "--schedule-file", "/nonexistent/x"], "cannot read schedule file"),
     (["frobnicate"], "No such command"),
     (["check", "--budget", "0"], "--budget"),
+    (["check", "--budget", "many"], "--budget"),
+    (["check", "--seed", "x"], "--seed"),
+    (["check", "--scenario", "nope"], "unknown scenario 'nope'"),
+    (["check", "--defect", "nope"], "unknown defect 'nope'"),
+    (["check", "--jobs", "0"], "--jobs"),
+    (["explore", "sync-counter", "--schedules", "0"], "--schedules"),
+    (["explore", "sync-counter", "--schedules", "-5"], "--schedules"),
+    (["explore", "sync-counter", "--bound", "x"], "--bound"),
+    (["explore", "sync-counter", "--bound", "2", "--strategy", "pct"], "--bound applies"),
+    (["explore", "sync-counter", "--max-steps", "0"], "--max-steps"),
+    (["replay", "sync-lock-order", "--schedule", "v1:00000000:0x3"], "recorded for other parameters"),
+    (["replay", "nope", "--schedule", "v1:00000000:0"], "unknown scenario 'nope'"),
+    (["shrink", "sync-counter", "--schedule", "garbage"], "malformed schedule"),
+    (["shrink", "sync-counter"], "exactly one of --schedule"),
+    (["report", "/nonexistent.json"], "cannot read /nonexistent.json"),
+    (["locks", "--json", "--markdown"], "at most one of --json and --markdown"),
+    (["list", "--bogus"], "No such option"),
 ])
 def test_bad_input_is_one_line_and_exit_2(capsys, argv, needle):
     code, out, err = run(capsys, *argv)
@@ -156,3 +173,18 @@ def test_internal_error_says_it_is_ours(capsys, monkeypatch):
 def test_help_exits_0(capsys):
     code, out, _ = run(capsys, "--help")
     assert code == 0 and "check" in out
+
+
+def test_schedule_of_another_scenario_is_refused(capsys):
+    from tdpmmu.explore import Runner
+    text = Runner("sync-lock-order").encode([0, 0])
+    code, _, err = run(capsys, "replay", "sync-counter", "--schedule", text)
+    assert code == 2 and "recorded for other parameters" in err and err.count("\n") == 1
+
+
+def test_shrink_of_a_passing_schedule_is_a_usage_error(capsys):
+    from tdpmmu.explore import Runner
+    r = Runner("sync-counter")
+    text = r.encode(r.replay([], strict=False).choices)
+    code, _, err = run(capsys, "shrink", "sync-counter", "--schedule", text)
+    assert code == 2 and "does not fail" in err

@@ -111,9 +111,11 @@ def cli():
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--scenario", "scenarios", multiple=True, help="only these scenarios (repeatable)")
 @click.option("--defect", "defects", multiple=True, help="re-introduce a named bug (repeatable)")
+@click.option("--jobs", type=click.IntRange(1), default=None,
+              help="worker processes (default: one per CPU)")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON document")
 @click.option("-v", "--verbose", is_flag=True, help="full interleavings in reports")
-def check(budget, seed, scenarios, defects, as_json, verbose):
+def check(budget, seed, scenarios, defects, jobs, as_json, verbose):
     """The main job: explore every default scenario with PCT, random walk and bounded
     DFS; exit 0 only when nothing was found.
 
@@ -135,22 +137,18 @@ def check(budget, seed, scenarios, defects, as_json, verbose):
             if st == "dfs" and sc.dfs_bound is None:
                 continue
             plan.append((sc, st))
+    from .explore.campaign import Job, run_campaign
+    jobs_plan = [Job(sc.name, st, budget, seed, tuple(defects),
+                     {"preemption_bound": sc.dfs_bound} if st == "dfs" else {})
+                 for sc, st in plan]
     err = Console(stderr=True)
-    results = []
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   console=err, transient=True, disable=as_json or not err.is_terminal) as prog:
-        total = prog.add_task("tdpmmu check", total=len(plan) * budget)
-        for sc, st in plan:
-            opts = {"preemption_bound": sc.dfs_bound} if st == "dfs" else {}
-            prog.update(total, description=f"{sc.name} [{st}]")
-            base = prog.tasks[0].completed
+        total = prog.add_task("tdpmmu check", total=len(jobs_plan))
 
-            def progress(done, found, base=base):
-                prog.update(total, completed=base + done)
-            r = explore(sc.name, strategy=st, schedules=budget, seed=seed, defects=defects,
-                        strategy_options=opts, progress=progress)
-            prog.update(total, completed=base + budget)
-            results.append(r)
+        def done(job, r):
+            prog.update(total, advance=1, description=f"{job.scenario} [{job.strategy}]")
+        results = run_campaign(jobs_plan, jobs, done)
     code = max((r.exit_code for r in results), default=ExitCode.OK)
     if as_json:
         click.echo(json.dumps({"schema": 1, "budget": budget, "seed": seed,
