@@ -340,8 +340,9 @@ def list_cmd(as_json):
               help="write a self-contained HTML timeline of the interleaving")
 @click.option("--index", type=click.IntRange(0), default=0,
               help="which failure, when the file holds several (explore/check --json)")
+@click.option("--json", "as_json", is_flag=True, help="print the failure (schema 1)")
 @click.option("-v", "--verbose", is_flag=True)
-def report_cmd(failure_json, html_out, index, verbose):
+def report_cmd(failure_json, html_out, index, as_json, verbose):
     """Render a saved failure: as text, or as an HTML timeline (one lane per task, lock
     and RCU bars, the violating step highlighted, hover for the source line).
 
@@ -379,8 +380,11 @@ def report_cmd(failure_json, html_out, index, verbose):
                 fh.write(render_html(f))
         except OSError as e:
             raise E.UsageError(f"cannot write {html_out}: {e.strerror}") from None
-        click.echo(f"wrote {html_out}")
-    else:
+        if not as_json:
+            click.echo(f"wrote {html_out}")
+    if as_json:
+        click.echo(f.to_json())
+    elif not html_out:
         click.echo(render_failure(f, verbose))
     return ExitCode.OK
 
