@@ -39,7 +39,8 @@ def test_oracles_are_silent_on_the_correct_model():
 
 
 def test_each_oracle_class_has_a_defect():
-    from tdpmmu.mmu.oracles import StructureViolation, TlbIncoherence
+    from tdpmmu.mmu.oracles import SpteLostUpdate, StructureViolation, TlbIncoherence
+    from tdpmmu.runtime.errors import KernelWarning
     classes = {d.expected for d in MODEL_DEFECTS}
-    for k in (TlbIncoherence, StructureViolation):
+    for k in (TlbIncoherence, StructureViolation, SpteLostUpdate, KernelWarning):
         assert k.__name__ in classes

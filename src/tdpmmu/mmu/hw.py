@@ -41,15 +41,19 @@ MMIO = "mmio"
 
 
 class TlbEntry:
-    __slots__ = ("gfn", "level", "pfn", "writable", "executable", "as_id")
+    __slots__ = ("gfn", "level", "pfn", "writable", "executable", "as_id", "sptep", "dirty")
 
-    def __init__(self, gfn, level, pfn, writable, executable, as_id):
+    def __init__(self, gfn, level, pfn, writable, executable, as_id, sptep=None, dirty=False):
         self.gfn = gfn
         self.level = level
         self.pfn = pfn
         self.writable = writable
         self.executable = executable
         self.as_id = as_id
+        #: the leaf SPTE the translation came from (for the Dirty-bit assist)
+        self.sptep = sptep
+        #: whether the cached translation already has D set (else a write sets it)
+        self.dirty = dirty
 
     def __repr__(self) -> str:
         return (f"<tlb gfn={self.gfn:#x} {S.level_name(self.level)} pfn={self.pfn:#x}"
@@ -139,12 +143,32 @@ def hardware_walk(vcpu: KvmVcpu, gfn: int, access: str):
     executable = S.is_executable_pte(spte, m)
     if (access == WRITE_ACCESS and not writable) or (access == EXEC_ACCESS and not executable):
         return PFERR_PRESENT_MASK
+    dirty = bool(spte & m.dirty_mask)
     if m.ad_enabled and S.spte_ad_enabled(spte):
         bits = m.accessed_mask | (m.dirty_mask if access == WRITE_ACCESS else 0)
         if spte & bits != bits:
             pt.atomic_or(idx, bits)             # the A/D assist: a locked RMW
+        dirty = dirty or access == WRITE_ACCESS
     base = S.gfn_round_for_level(gfn, level)
-    return TlbEntry(base, level, S.spte_to_pfn(spte), writable, executable, root.as_id)
+    return TlbEntry(base, level, S.spte_to_pfn(spte), writable, executable, root.as_id,
+                    (pt, idx), dirty)
+
+
+def dirty_bit_assist(vcpu: KvmVcpu, e: TlbEntry) -> bool:
+    """A write through a cached translation whose D bit is clear: the CPU sets D in the
+    SPTE with a locked RMW (no mmu_lock: this is what makes writable-clean SPTEs
+    volatile).  If the SPTE no longer holds that translation, the CPU walks again
+    instead; returns False then."""
+    m = vcpu.kvm.masks
+    pt, idx = e.sptep
+    spte = pt.read_once(idx)
+    if (not S.is_shadow_present_pte(spte) or S.spte_to_pfn(spte) != e.pfn
+            or not S.is_writable_pte(spte)):
+        return False
+    if not spte & m.dirty_mask:
+        pt.atomic_or(idx, m.dirty_mask)
+    e.dirty = True
+    return True
 
 
 def guest_access(vcpu: KvmVcpu, gpa: int, access: str = READ_ACCESS) -> int | None:
@@ -162,7 +186,11 @@ def guest_access(vcpu: KvmVcpu, gpa: int, access: str = READ_ACCESS) -> int | No
         e = vcpu.tlb.lookup(gfn)
         if e is not None and _allowed(e, access):
             oracles.check_tlb_hit(vcpu, e, gfn, access)
-        else:
+            if (access == WRITE_ACCESS and not e.dirty and vcpu.kvm.masks.ad_enabled
+                    and not dirty_bit_assist(vcpu, e)):
+                vcpu.tlb.entries.pop((e.gfn, e.level), None)
+                e = None
+        if e is None or not _allowed(e, access):
             w = hardware_walk(vcpu, gfn, access)
             if isinstance(w, TlbEntry):
                 e = w

@@ -80,12 +80,17 @@ class KvmMemorySlot:
     #: largest page size of the host backing (PG_LEVEL_4K/2M/1G): caps the mapping level
     backing_level: int = S.PG_LEVEL_4K
     flags: int = 0
+    #: host pages the host moved (migration, KSM...): gfn -> new host pfn
+    remapped: dict = field(default_factory=dict)
 
     def contains(self, gfn: int) -> bool:
         return self.base_gfn <= gfn < self.base_gfn + self.npages
 
     def gfn_to_pfn(self, gfn: int) -> int:
-        return self.host_pfn + (gfn - self.base_gfn)
+        """The host pfn backing ``gfn`` now (the host may remap pages: see
+        kvm_host_remap_gfn)."""
+        pfn = self.remapped.get(gfn) if self.remapped else None
+        return pfn if pfn is not None else self.host_pfn + (gfn - self.base_gfn)
 
     def dirty_logging(self) -> bool:
         return bool(self.flags & KVM_MEM_LOG_DIRTY_PAGES)

@@ -26,7 +26,7 @@ from .mmu_internal import (HDR_NX, KVM_DIRECT_ROOTS, PFERR_FETCH_MASK, PFERR_PRE
                            PFERR_USER_MASK, PFERR_WRITE_MASK, RET_PF_CONTINUE, RET_PF_EMULATE,
                            RET_PF_FIXED, RET_PF_INVALID, RET_PF_RETRY, RET_PF_SPURIOUS,
                            KvmPageFault)
-from .tdp_mmu import (FAULT_UNDER_WRITE_LOCK, WARN, _alloc_sp, kvm_tdp_mmu_map_write_locked, kvm_tdp_mmu_zap_possible_nx_huge_page,
+from .tdp_mmu import (FAULT_UNDER_WRITE_LOCK, kvm_tdp_mmu_clear_dirty_slot, WARN, _alloc_sp, kvm_tdp_mmu_map_write_locked, kvm_tdp_mmu_zap_possible_nx_huge_page,
                       untrack_possible_nx_huge_page, kvm_mmu_init_tdp_mmu, kvm_mmu_uninit_tdp_mmu,
                       kvm_tdp_mmu_alloc_root, kvm_tdp_mmu_invalidate_roots, kvm_tdp_mmu_map,
                       kvm_tdp_mmu_put_root, kvm_tdp_mmu_zap_all, kvm_tdp_mmu_zap_invalidated_roots,
@@ -301,7 +301,8 @@ def kvm_mmu_faultin_pfn(vcpu: KvmVcpu, fault: KvmPageFault) -> int:
         fault.pfn = 0
         fault.map_writable = False
         return RET_PF_CONTINUE              # no slot: an MMIO SPTE will be created
-    if mmu_invalidate_retry_gfn_unsafe(kvm, fault.mmu_seq, fault.gfn):
+    if (mmu_invalidate_retry_gfn_unsafe(kvm, fault.mmu_seq, fault.gfn)
+            and not traps.defect("fault-ignores-mmu-seq")):
         return RET_PF_RETRY
     fault.pfn = slot.gfn_to_pfn(fault.gfn)
     fault.map_writable = not slot.readonly()
@@ -333,6 +334,8 @@ def is_page_fault_stale(vcpu: KvmVcpu, fault: KvmPageFault) -> bool:
     kvm = vcpu.kvm
     if root_is_invalid(vcpu.root):
         return True
+    if traps.defect("fault-ignores-mmu-seq"):
+        return False                        # test-only: the pfn may be stale
     return fault.slot is not None and mmu_invalidate_retry_gfn(kvm, fault.mmu_seq, fault.gfn)
 
 
@@ -477,3 +480,77 @@ def kvm_recover_nx_huge_pages(kvm: Kvm, ratio: int = 60) -> None:
     rcu_read_unlock()
     read_unlock(kvm.mmu_lock)
     srcu_read_unlock(kvm.srcu, idx)
+
+
+@requires("none", takes="read", yields=True)
+def kvm_mmu_slot_leaf_clear_dirty(kvm: Kvm, slot) -> None:
+    """Clear the dirty state of a memslot's SPTEs (dirty-log enable with PML, or a
+    dirty-log collection pass), then flush: the dirty-log code flushes whenever dirty
+    state was harvested, so no vCPU keeps writing through a cached D=1 translation.
+
+    Requires: mmu_lock not held; takes it for read.
+    """
+    read_lock(kvm.mmu_lock)
+    changed = kvm_tdp_mmu_clear_dirty_slot(kvm, slot)
+    read_unlock(kvm.mmu_lock)
+    if changed:
+        kvm_flush_remote_tlbs(kvm)
+
+
+# -- MMU notifiers (kvm_main.c) ---------------------------------------------------------
+
+@requires("none", takes="write", yields=True, kernel="kvm_main.c")
+def kvm_mmu_notifier_invalidate_range_start(kvm: Kvm, start: int, end: int) -> None:
+    """The host is about to change the mapping of guest frames [start, end): open an
+    invalidation and zap their SPTEs (every memslot, every address space), then flush.
+
+    Requires: mmu_lock not held; takes it for write.
+    Why: faults that resolved a pfn before this must not install it: they see
+    mmu_invalidate_in_progress / a changed mmu_invalidate_seq and retry.
+    """
+    write_lock(kvm.mmu_lock)
+    kvm_mmu_invalidate_begin(kvm)
+    kvm_mmu_invalidate_range_add(kvm, start, end)
+    flush = False
+    for as_id, slots in enumerate(kvm.memslots):
+        for slot in slots:
+            lo = max(start, slot.base_gfn)
+            hi = min(end, slot.base_gfn + slot.npages)
+            if lo < hi:
+                flush = kvm_unmap_gfn_range(kvm, as_id, lo, hi, flush)
+    if flush:
+        kvm_flush_remote_tlbs(kvm)
+    write_unlock(kvm.mmu_lock)
+
+
+@requires("write", yields=True)
+def kvm_unmap_gfn_range(kvm: Kvm, as_id: int, start: int, end: int, flush: bool) -> bool:
+    """Zap a gfn range of one address space for an mmu_notifier event.
+
+    Requires: mmu_lock held for write (and an invalidation in progress).
+    Returns: whether a flush is needed.
+    """
+    if traps.defect("notifier-skips-unmap"):
+        return flush
+    from .tdp_mmu import kvm_tdp_mmu_unmap_gfn_range
+    return kvm_tdp_mmu_unmap_gfn_range(kvm, as_id, start, end, True, flush)
+
+
+@requires("none", takes="write", kernel="kvm_main.c")
+def kvm_mmu_notifier_invalidate_range_end(kvm: Kvm, start: int, end: int) -> None:
+    """Close the invalidation: bump mmu_invalidate_seq, drop the in-progress count.
+
+    Requires: mmu_lock not held; takes it for write.
+    """
+    write_lock(kvm.mmu_lock)
+    kvm_mmu_invalidate_end(kvm)
+    write_unlock(kvm.mmu_lock)
+
+
+def kvm_host_remap_gfn(kvm: Kvm, as_id: int, gfn: int, new_pfn: int) -> None:
+    """The host moves the page backing ``gfn`` (page migration): a notifier-bracketed
+    change of the host mapping."""
+    kvm_mmu_notifier_invalidate_range_start(kvm, gfn, gfn + 1)
+    slot = kvm.gfn_to_memslot(as_id, gfn)
+    slot.remapped[gfn] = new_pfn
+    kvm_mmu_notifier_invalidate_range_end(kvm, gfn, gfn + 1)

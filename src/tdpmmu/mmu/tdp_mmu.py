@@ -1124,6 +1124,60 @@ def kvm_tdp_mmu_gpa_is_mapped(vcpu, gpa: int) -> bool:
     return mapped
 
 
+# -- dirty logging (the part the oracles need now; the rest comes with part 2) ------
+
+def tdp_mmu_need_write_protect(kvm, root) -> bool:
+    """Dirty state is tracked by write-protection when A/D bits are off (or PML in
+    guest mode, not modelled); otherwise by clearing the Dirty bit."""
+    return not kvm.masks.ad_enabled
+
+
+@requires("read", taken=("rcu",), yields=True)
+def clear_dirty_gfn_range(kvm, root, start: int, end: int) -> bool:
+    """Clear the Dirty bit (or W) of every leaf SPTE of [start, end) in one root.
+
+    Requires: mmu_lock held for read; takes RCU.
+    Why: vCPUs and the hardware keep running: every update is a cmpxchg from the value
+    read (the CPU may set D concurrently), retried on failure.
+    Returns: whether an SPTE changed (the caller flushes).
+    """
+    m = kvm.masks
+    dbit = S.PT_WRITABLE_MASK if tdp_mmu_need_write_protect(kvm, root) else m.dirty_mask
+    spte_set = False
+    rcu_read_lock()
+    for iter in for_each_tdp_pte(kvm, root, start, end):
+        while True:                                     # "retry:"
+            if not S.is_shadow_present_pte(iter.old_spte) or not S.is_last_spte(
+                    iter.old_spte, iter.level):
+                break
+            if tdp_mmu_iter_cond_resched(kvm, iter, False, True):
+                break
+            WARN(dbit == m.dirty_mask and S.spte_ad_need_write_protect(iter.old_spte),
+                 "KVM_MMU_WARN_ON in clear_dirty_gfn_range: clearing D on a write-protect SPTE")
+            if not iter.old_spte & dbit:
+                break
+            if tdp_mmu_set_spte_atomic(kvm, iter, iter.old_spte & ~dbit):
+                spte_set = True
+                break
+    rcu_read_unlock()
+    return spte_set
+
+
+@requires("read", yields=True)
+def kvm_tdp_mmu_clear_dirty_slot(kvm, slot) -> bool:
+    """Clear the dirty state of every SPTE mapping the memslot, in every valid root of its
+    address space.
+
+    Requires: mmu_lock held for read.
+    Returns: whether anything changed (N returns void; the model reports it for the
+    caller's flush decision).
+    """
+    spte_set = False
+    for root in for_each_valid_tdp_mmu_root_yield_safe(kvm, slot.as_id):
+        spte_set |= clear_dirty_gfn_range(kvm, root, slot.base_gfn, slot.base_gfn + slot.npages)
+    return spte_set
+
+
 # -- init / uninit -----------------------------------------------------------------
 
 @requires("none")

@@ -374,6 +374,60 @@ def mmu_two_zappers():
              spawn("zapper1", zapper(2, 1024))]
     return spawn_teardown(kvm, tasks)
 
+@scenario("mmu-dirty-clear-vs-zap", tags=MMU, dfs_bound=2, max_steps=60_000,
+          key_branches=())
+def mmu_dirty_clear_vs_zap():
+    """A dirty-log pass clears the Dirty bits of a memslot (cmpxchg under the read lock,
+    then a flush) while the vCPU keeps writing (the CPU sets D again with a locked RMW)
+    and kvm_zap_gfn_range zaps the page under the write lock: a writable, clean SPTE is
+    volatile, so the zap must use xchg."""
+    from ..mmu.mmu import kvm_mmu_slot_leaf_clear_dirty
+    kvm = build_vm(1)
+    v = kvm.vcpus[0]
+    slot = kvm.memslots[0][0]
+    mapped = Completion("mapped")
+    cleared = Completion("dirty_log_cleared")
+
+    def vcpu():
+        guest_access(v, 0x2000, WRITE_ACCESS)
+        mapped.complete_all()
+        for _ in range(3):
+            guest_access(v, 0x2000, WRITE_ACCESS)
+
+    def dirty_log():
+        mapped.wait_for_completion()
+        kvm_mmu_slot_leaf_clear_dirty(kvm, slot)
+        cleared.complete_all()
+
+    def zapper():
+        cleared.wait_for_completion()
+        kvm_zap_gfn_range(kvm, 0, 16)
+
+    tasks = [spawn(v.name, vcpu), spawn("dirty_log", dirty_log), spawn("zapper", zapper)]
+    return spawn_teardown(kvm, tasks)
+
+@scenario("mmu-notifier-remap-vs-fault", tags=MMU, dfs_bound=2, max_steps=60_000,
+          key_branches=("fault-retry",))
+def mmu_notifier_remap_vs_fault(vcpus: int = 2):
+    """The host migrates the page backing a GFN (mmu_notifier invalidate_range_start:
+    zap + flush; remap; invalidate_range_end: bump mmu_invalidate_seq) while vCPUs
+    write-fault that GFN: a fault that resolved the old pfn must retry."""
+    from ..mmu.mmu import kvm_host_remap_gfn
+    from ..mmu.kvm import HOST_PFN_BASE
+    kvm = build_vm(vcpus)
+    gfn = 9
+    new_pfn = HOST_PFN_BASE // 2 + gfn           # a fresh host page
+    pfns = {}
+
+    def vcpu_body(v):
+        def run():
+            pfns[v.name] = guest_access(v, gfn << 12, WRITE_ACCESS)
+        return run
+
+    tasks = [spawn(v.name, vcpu_body(v)) for v in kvm.vcpus]
+    tasks.append(spawn("host_migrate", lambda: kvm_host_remap_gfn(kvm, 0, gfn, new_pfn)))
+    return spawn_teardown(kvm, tasks)
+
 NEG = "model negative control"
 register_defect("fault-without-mmu-lock", "page fault maps without taking mmu_lock",
                 "LockNotHeld", ["mmu-faults-vs-zap-all-fast", "mmu-fault-vs-zap-range"],
@@ -414,3 +468,12 @@ register_defect("cond-resched-skips-flush", "tdp_mmu_iter_cond_resched yields wi
 register_defect("link-sp-skips-accounting", "tdp_mmu_link_sp forgets tdp_account_mmu_page",
                 "StructureViolation", ["mmu-link-race", "mmu-faults-vs-zap-all-fast"],
                 "kvm->arch.tdp_mmu_pages no longer matches the page tables linked.", source=NEG)
+register_defect("write-spte-ignores-volatile", "kvm_tdp_mmu_write_spte stores volatile SPTEs "
+                "with WRITE_ONCE", "SpteLostUpdate", ["mmu-dirty-clear-vs-zap"],
+                "Under the write lock the CPU can still set the Dirty bit of a writable, clean "
+                "SPTE: a plain store of the zapped value loses it.", source=NEG)
+register_defect("fault-ignores-mmu-seq", "the fault path skips the mmu_invalidate_seq checks",
+                "KernelWarning", ["mmu-notifier-remap-vs-fault"],
+                "A fault that resolved the pfn before an mmu_notifier invalidation installs "
+                "it anyway: a present leaf meets a fault for another pfn (the kernel WARNs).",
+                source=NEG)
