@@ -70,3 +70,14 @@ def count_tables(kvm, root) -> int:
                 walk(kvm.pt_by_pfn[S.spte_to_pfn(v)].spt, level - 1)
     walk(root.spt, root.role.level)
     return n
+
+
+def iter_at_leaf(kvm, root, gfn: int):
+    """A TdpIter started on ``root`` and stepped down to the 4K entry of ``gfn``
+    (the caller holds mmu_lock and RCU)."""
+    from tdpmmu.mmu.tdp_iter import TdpIter, tdp_iter_next, tdp_iter_start
+    it = TdpIter(kvm)
+    tdp_iter_start(it, root, S.PG_LEVEL_4K, gfn)
+    while it.level > 1:
+        tdp_iter_next(it)
+    return it

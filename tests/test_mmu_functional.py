@@ -17,7 +17,7 @@ from tdpmmu.sync import (leak_check, mutex_lock, mutex_unlock, rcu_pending_callb
                          rcu_read_lock, rcu_read_unlock, read_lock, read_unlock, write_lock,
                          write_unlock)
 
-from mmu_helpers import add_slot, count_tables, leaf_sptes, run_single, vcpu
+from mmu_helpers import add_slot, count_tables, iter_at_leaf, leaf_sptes, run_single, vcpu
 
 
 def roots_of(kvm):
@@ -314,10 +314,7 @@ def test_set_spte_atomic_failure_has_no_side_effect():
         guest_access(v, 0)
         read_lock(kvm.mmu_lock)
         rcu_read_lock()
-        it = TdpIter(kvm)
-        tdp_iter_start(it, v.root, S.PG_LEVEL_4K, 0)
-        while it.level > 1:
-            tdp_iter_next(it)
+        it = iter_at_leaf(kvm, v.root, 0)
         real = it.old_spte
         it.old_spte = real ^ S.PT_WRITABLE_MASK         # a stale snapshot
         before = kvm.stat.pages_4k
@@ -337,10 +334,7 @@ def test_replacing_a_present_leaf_with_another_pfn_is_the_kernels_bug():
         guest_access(v, 0)
         write_lock(kvm.mmu_lock)
         rcu_read_lock()
-        it = TdpIter(kvm)
-        tdp_iter_start(it, v.root, S.PG_LEVEL_4K, 0)
-        while it.level > 1:
-            tdp_iter_next(it)
+        it = iter_at_leaf(kvm, v.root, 0)
         other = (it.old_spte & ~S.SPTE_BASE_ADDR_MASK) | ((S.spte_to_pfn(it.old_spte) + 1) << 12)
         tdp_mmu_set_spte(kvm, it.as_id, it.sptep, it.old_spte, other, it.gfn, it.level)
     with pytest.raises(KernelWarning, match="different pfn"):

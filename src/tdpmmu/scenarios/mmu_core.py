@@ -44,6 +44,14 @@ def spawn_teardown(kvm, tasks):
     return lambda: teardown_check(kvm)
 
 
+def run_flows(kvm, vcpu_body, **others):
+    """Spawn one task per vCPU running ``vcpu_body(vcpu)`` and one per keyword (name ->
+    function), then the VM teardown after all of them.  Returns the final check."""
+    tasks = [spawn(v.name, vcpu_body(v)) for v in kvm.vcpus]
+    tasks += [spawn(name, fn) for name, fn in others.items()]
+    return spawn_teardown(kvm, tasks)
+
+
 def teardown_check(kvm) -> None:
     """The kernel's end-of-life expectations, after kvm_destroy_vm."""
     if kvm.arch.tdp_mmu_roots.peek_all():
@@ -83,9 +91,7 @@ def mmu_faults_vs_zap_all_fast(vcpus: int = 2, accesses: int = 2, smm: bool = Fa
                 guest_access(v, 0x1000, READ_ACCESS)
         return run
 
-    tasks = [spawn(v.name, vcpu_body(v)) for v in kvm.vcpus]
-    tasks.append(spawn("memslot_update", lambda: zap_all_fast(kvm)))
-    return spawn_teardown(kvm, tasks)
+    return run_flows(kvm, vcpu_body, memslot_update=lambda: zap_all_fast(kvm))
 
 
 @scenario("mmu-smm-teardown", tags=MMU, dfs_bound=1, max_steps=60_000,
@@ -105,9 +111,7 @@ def mmu_smm_teardown(vcpus: int = 2):
                 guest_access(v, 0x3000, READ_ACCESS)
         return run
 
-    tasks = [spawn(v.name, vcpu_body(v)) for v in kvm.vcpus]
-    tasks.append(spawn("memslot_update", lambda: zap_all_fast(kvm)))
-    return spawn_teardown(kvm, tasks)
+    return run_flows(kvm, vcpu_body, memslot_update=lambda: zap_all_fast(kvm))
 
 
 @scenario("mmu-fault-vs-zap-range", tags=MMU, dfs_bound=2, max_steps=60_000,
@@ -123,9 +127,7 @@ def mmu_fault_vs_zap_range(vcpus: int = 1, backing: int = 1):
             guest_access(v, 0x3000, READ_ACCESS)
         return run
 
-    tasks = [spawn(v.name, vcpu_body(v)) for v in kvm.vcpus]
-    tasks.append(spawn("zapper", lambda: kvm_zap_gfn_range(kvm, 0, 512)))
-    return spawn_teardown(kvm, tasks)
+    return run_flows(kvm, vcpu_body, zapper=lambda: kvm_zap_gfn_range(kvm, 0, 512))
 
 
 @scenario("mmu-nx-recovery-vs-fault", tags=MMU, dfs_bound=2, max_steps=60_000,
@@ -344,9 +346,7 @@ def mmu_both_as_vs_zap_range(vcpus: int = 2):
             guest_access(v, 0x1000 * (v.vcpu_id + 1), READ_ACCESS)
         return run
 
-    tasks = [spawn(v.name, vcpu_body(v)) for v in kvm.vcpus]
-    tasks.append(spawn("zapper", lambda: kvm_zap_gfn_range(kvm, 0, 1024)))
-    return spawn_teardown(kvm, tasks)
+    return run_flows(kvm, vcpu_body, zapper=lambda: kvm_zap_gfn_range(kvm, 0, 1024))
 
 
 @scenario("mmu-two-zappers", tags=MMU, dfs_bound=1, max_steps=60_000,
@@ -424,9 +424,8 @@ def mmu_notifier_remap_vs_fault(vcpus: int = 2):
             pfns[v.name] = guest_access(v, gfn << 12, WRITE_ACCESS)
         return run
 
-    tasks = [spawn(v.name, vcpu_body(v)) for v in kvm.vcpus]
-    tasks.append(spawn("host_migrate", lambda: kvm_host_remap_gfn(kvm, 0, gfn, new_pfn)))
-    return spawn_teardown(kvm, tasks)
+    return run_flows(kvm, vcpu_body,
+                     host_migrate=lambda: kvm_host_remap_gfn(kvm, 0, gfn, new_pfn))
 
 NEG = "model negative control"
 register_defect("fault-without-mmu-lock", "page fault maps without taking mmu_lock",
