@@ -31,7 +31,7 @@ from .mmu import (IN_GUEST_MODE, OUTSIDE_GUEST_MODE, kvm_check_request, kvm_requ
                   kvm_mmu_unload)
 from .locking import requires
 from .mmu_internal import (PFERR_FETCH_MASK, PFERR_PRESENT_MASK, PFERR_WRITE_MASK,
-                           RET_PF_EMULATE)
+                           RET_PF_EMULATE, RET_PF_WRITE_PROTECTED)
 
 READ_ACCESS = "r"
 WRITE_ACCESS = "w"
@@ -205,8 +205,8 @@ def guest_access(vcpu: KvmVcpu, gpa: int, access: str = READ_ACCESS) -> int | No
                 idx = srcu_read_lock(vcpu.kvm.srcu)
                 r = kvm_mmu_page_fault(vcpu, gpa, code)
                 srcu_read_unlock(vcpu.kvm.srcu, idx)
-                if r == RET_PF_EMULATE:
-                    return None       # emulated (MMIO)
+                if r in (RET_PF_EMULATE, RET_PF_WRITE_PROTECTED):
+                    return None       # emulated (MMIO, or a write-tracked page)
                 cond_resched()
                 continue
         pfn = e.pfn + (gfn - e.gfn)

@@ -162,6 +162,8 @@ class Kvm:
         self.mmu_invalidate_range = (1 << 64, 0)
         #: TLB-coherence oracle: flush obligations not met yet (see oracles.py)
         self.pending_flushes: list = []
+        #: write-tracked gfns (kvm_slot_page_track_add_page): writes are emulated
+        self.write_tracked: set = set()
         #: design A only: kworker tasks zapping invalidated roots (tdp_mmu_zap_wq)
         self.tdp_mmu_zap_wq: list = []
 

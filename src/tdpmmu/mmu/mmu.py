@@ -25,8 +25,10 @@ from .locking import requires, transparent
 from .mmu_internal import (HDR_NX, KVM_DIRECT_ROOTS, PFERR_FETCH_MASK, PFERR_PRESENT_MASK,
                            PFERR_USER_MASK, PFERR_WRITE_MASK, RET_PF_CONTINUE, RET_PF_EMULATE,
                            RET_PF_FIXED, RET_PF_INVALID, RET_PF_RETRY, RET_PF_SPURIOUS,
-                           KvmPageFault)
-from .tdp_mmu import (FAULT_UNDER_WRITE_LOCK, kvm_tdp_mmu_clear_dirty_slot, WARN, _alloc_sp, kvm_tdp_mmu_map_write_locked, kvm_tdp_mmu_zap_possible_nx_huge_page,
+                           RET_PF_WRITE_PROTECTED, KvmPageFault)
+from .tdp_mmu import (FAULT_UNDER_WRITE_LOCK, kvm_tdp_mmu_clear_dirty_slot,
+                      kvm_tdp_mmu_fast_pf_get_last_sptep, kvm_tdp_mmu_wrprot_slot,
+                      kvm_tdp_mmu_write_protect_gfn, WARN, _alloc_sp, kvm_tdp_mmu_map_write_locked, kvm_tdp_mmu_zap_possible_nx_huge_page,
                       untrack_possible_nx_huge_page, kvm_mmu_init_tdp_mmu, kvm_mmu_uninit_tdp_mmu,
                       kvm_tdp_mmu_alloc_root, kvm_tdp_mmu_invalidate_roots, kvm_tdp_mmu_map,
                       kvm_tdp_mmu_put_root, kvm_tdp_mmu_zap_all, kvm_tdp_mmu_zap_invalidated_roots,
@@ -236,6 +238,8 @@ def kvm_mmu_page_fault(vcpu: KvmVcpu, gpa: int, error_code: int) -> int:
     elif r == RET_PF_RETRY:
         vcpu.stat.pf_retry += 1
         traps.cover("fault-retry")
+    elif r == RET_PF_WRITE_PROTECTED:
+        vcpu.stat.pf_emulate += 1
     return r
 
 
@@ -265,6 +269,11 @@ def kvm_tdp_mmu_page_fault(vcpu: KvmVcpu, fault: KvmPageFault) -> int:
     Returns: RET_PF_*.
     """
     kvm = vcpu.kvm
+    if fault.write and fault.present and fault.gfn in kvm.write_tracked:
+        return RET_PF_WRITE_PROTECTED       # page_fault_handle_page_track: emulate it
+    r = fast_page_fault(vcpu, fault)
+    if r != RET_PF_INVALID:
+        return r
     mmu_topup_memory_caches(vcpu)
     r = kvm_mmu_faultin_pfn(vcpu, fault)
     if r != RET_PF_CONTINUE:
@@ -554,3 +563,122 @@ def kvm_host_remap_gfn(kvm: Kvm, as_id: int, gfn: int, new_pfn: int) -> None:
     slot = kvm.gfn_to_memslot(as_id, gfn)
     slot.remapped[gfn] = new_pfn
     kvm_mmu_notifier_invalidate_range_end(kvm, gfn, gfn + 1)
+
+
+# -- fast page fault (mmu.c) -------------------------------------------------------------
+
+def page_fault_can_be_fast(kvm: Kvm, fault: KvmPageFault) -> bool:
+    """Non-present faults only with access tracking (no A/D bits); present faults only
+    for writes (write-protection)."""
+    if not fault.present:
+        return not kvm.masks.ad_enabled
+    return fault.write
+
+
+def is_access_allowed(fault: KvmPageFault, spte: int, m) -> bool:
+    if fault.exec:
+        return S.is_executable_pte(spte, m)
+    if fault.write:
+        return S.is_writable_pte(spte)
+    return bool(spte & m.present_mask) or S.is_shadow_present_pte(spte)
+
+
+@requires("none", rcu="held")
+def fast_pf_fix_direct_spte(vcpu: KvmVcpu, fault: KvmPageFault, sptep, old_spte: int,
+                            new_spte: int) -> bool:
+    """cmpxchg the SPTE from what the lockless walk read; mark the page dirty if it
+    became writable.
+
+    Requires: RCU only (no mmu_lock).
+    Why: only W, A and access-tracking bits change on a present leaf, so no
+    handle_changed_spte; the cmpxchg makes sure nothing else changed meanwhile (a
+    zap, a freeze, a write-protection).
+    Returns: whether the SPTE was fixed.
+    """
+    pt, idx = sptep
+    if traps.defect("fast-pf-plain-write"):
+        found = pt.write_once(idx, new_spte)            # test-only: no cmpxchg
+        oracles.check_fast_fix(vcpu.kvm, pt, idx, old_spte, found, new_spte)
+        return True
+    if pt.cmpxchg(idx, old_spte, new_spte) != old_spte:
+        traps.cover("cmpxchg-lost")
+        return False
+    oracles.check_fast_fix(vcpu.kvm, pt, idx, old_spte, old_spte, new_spte)
+    if S.is_writable_pte(new_spte) and not S.is_writable_pte(old_spte):
+        traps.cover("fast-pf-made-writable")
+    return True
+
+
+@requires("none", taken=("rcu",))
+def fast_page_fault(vcpu: KvmVcpu, fault: KvmPageFault) -> int:
+    """Fix write-protection (MMU-writable but not writable) and access-tracking faults
+    without mmu_lock, under RCU only.
+
+    Requires: no mmu_lock (lockless); takes RCU.
+    Returns: RET_PF_FIXED, RET_PF_SPURIOUS, or RET_PF_INVALID (take the slow path).
+    """
+    kvm = vcpu.kvm
+    m = kvm.masks
+    if not page_fault_can_be_fast(kvm, fault):
+        return RET_PF_INVALID
+    ret = RET_PF_INVALID
+    retry = 0
+    rcu_read_lock()
+    while True:
+        sptep, spte, level = kvm_tdp_mmu_fast_pf_get_last_sptep(vcpu, fault.gfn)
+        if sptep is None:
+            WARN(True, "WARN_ON_ONCE in fast_page_fault: no SPTE pointer")
+            break
+        if not S.is_shadow_present_pte(spte) or not S.is_last_spte(spte, level):
+            break
+        if is_access_allowed(fault, spte, m):
+            ret = RET_PF_SPURIOUS
+            break
+        new = spte
+        if not m.ad_enabled and S.is_access_track_spte(spte, m):
+            new = S.restore_acc_track_spte(new, m) | m.accessed_mask
+        if fault.write and S.is_mmu_writable_spte(spte, m):
+            new |= S.PT_WRITABLE_MASK
+            slot = kvm.gfn_to_memslot(vcpu.as_id, fault.gfn)
+            if level > S.PG_LEVEL_4K and slot is not None and slot.dirty_logging():
+                break
+        if new == spte or not is_access_allowed(fault, new, m):
+            break
+        if fast_pf_fix_direct_spte(vcpu, fault, sptep, spte, new):
+            ret = RET_PF_FIXED
+            break
+        retry += 1
+        if retry > 4:
+            break
+    rcu_read_unlock()
+    if ret != RET_PF_INVALID:
+        vcpu.stat.pf_fast += 1
+    return ret
+
+
+@requires("none", takes="read", yields=True)
+def kvm_mmu_slot_remove_write_access(kvm: Kvm, slot, min_level: int = S.PG_LEVEL_4K) -> None:
+    """Dirty-log enable without PML: write-protect the slot's SPTEs (MMU-writable kept),
+    then flush.
+
+    Requires: mmu_lock not held; takes it for read.
+    """
+    read_lock(kvm.mmu_lock)
+    changed = kvm_tdp_mmu_wrprot_slot(kvm, slot, min_level)
+    read_unlock(kvm.mmu_lock)
+    if changed:
+        kvm_flush_remote_tlbs(kvm)
+
+
+@requires("none", takes="write")
+def kvm_slot_page_track_add_page(kvm: Kvm, slot, gfn: int) -> None:
+    """Start write-tracking ``gfn`` (shadow paging of a guest page table, or an
+    external tracker): write-protect it for good and flush.
+
+    Requires: mmu_lock not held; takes it for write.
+    """
+    write_lock(kvm.mmu_lock)
+    kvm.write_tracked.add(gfn)
+    if kvm_tdp_mmu_write_protect_gfn(kvm, slot, gfn, S.PG_LEVEL_4K):
+        kvm_flush_remote_tlbs(kvm)
+    write_unlock(kvm.mmu_lock)

@@ -40,6 +40,11 @@ class SpteLostUpdate(InvariantViolation):
     summary = "a non-atomic SPTE store overwrote a concurrent update (hardware A/D, fast fault)"
 
 
+class FastFaultUnsafe(InvariantViolation):
+    summary = ("a lockless fast-page-fault fix resurrected a changed SPTE or made writable "
+               "one that must stay write-protected")
+
+
 class StructureViolation(InvariantViolation):
     summary = "the page tables or the MMU statistics are inconsistent at a quiescent point"
 
@@ -205,3 +210,19 @@ def check_mmu_structure(kvm, where: str) -> None:
         for p in problems[:8]:
             v.add_evidence("problem", p)
         raise v
+
+
+def check_fast_fix(kvm, pt, idx: int, read: int, found: int, new: int) -> None:
+    """A lockless fast-page-fault fix stored ``new`` where its walk had read ``read``,
+    overwriting ``found``."""
+    m = kvm.masks
+    if found != read:
+        raise FastFaultUnsafe(
+            f"fast page fault stored {new:#x} into {pt.name}[{idx}] over {found:#x}, but its "
+            f"lockless walk had read {read:#x}: a concurrent "
+            + ("zap" if not S.is_shadow_present_pte(found) else "change")
+            + " was undone")
+    if S.is_writable_pte(new) and not S.is_writable_pte(read) and not S.is_mmu_writable_spte(read, m):
+        raise FastFaultUnsafe(
+            f"fast page fault made {pt.name}[{idx}] writable ({read:#x} -> {new:#x}) although "
+            f"it is not MMU-writable: it must stay write-protected until the slow path")

@@ -1178,6 +1178,101 @@ def kvm_tdp_mmu_clear_dirty_slot(kvm, slot) -> bool:
     return spte_set
 
 
+# -- write protection ------------------------------------------------------------------
+
+@requires("read", taken=("rcu",), yields=True)
+def wrprot_gfn_range(kvm, root, start: int, end: int, min_level: int) -> bool:
+    """Clear W (keeping MMU-writable, so fast page fault may restore it and log the page)
+    on every writable leaf of [start, end) at or above ``min_level``.
+
+    Requires: mmu_lock held for read; takes RCU.
+    Returns: whether an SPTE changed.
+    """
+    if min_level > S.KVM_MAX_HUGEPAGE_LEVEL:
+        raise KernelWarning("BUG_ON in wrprot_gfn_range: min_level above 1G")
+    spte_set = False
+    rcu_read_lock()
+    for iter in for_each_tdp_pte_min_level(kvm, root, min_level, start, end):
+        while True:                                     # "retry:"
+            if tdp_mmu_iter_cond_resched(kvm, iter, False, True):
+                break
+            old = iter.old_spte
+            if (not S.is_shadow_present_pte(old) or not S.is_last_spte(old, iter.level)
+                    or not old & S.PT_WRITABLE_MASK):
+                break
+            if tdp_mmu_set_spte_atomic(kvm, iter, old & ~S.PT_WRITABLE_MASK):
+                spte_set = True
+                break
+    rcu_read_unlock()
+    return spte_set
+
+
+@requires("read", yields=True)
+def kvm_tdp_mmu_wrprot_slot(kvm, slot, min_level: int) -> bool:
+    """Write-protect a memslot (enabling dirty logging), every valid root of its address
+    space.
+
+    Requires: mmu_lock held for read.
+    Returns: whether anything changed (the caller flushes).
+    """
+    spte_set = False
+    for root in for_each_valid_tdp_mmu_root_yield_safe(kvm, slot.as_id):
+        spte_set |= wrprot_gfn_range(kvm, root, slot.base_gfn, slot.base_gfn + slot.npages,
+                                     min_level)
+    return spte_set
+
+
+@requires("write", taken=("rcu",))
+def write_protect_gfn(kvm, root, gfn: int, min_level: int) -> bool:
+    """Remove W *and* MMU-writable from the leaves covering ``gfn`` (shadow-paging write
+    tracking): only the slow path may make them writable again.
+
+    Requires: mmu_lock held for write; takes RCU.
+    Returns: whether an SPTE changed (the caller must flush).
+    """
+    if min_level > S.KVM_MAX_HUGEPAGE_LEVEL:
+        raise KernelWarning("BUG_ON in write_protect_gfn: min_level above 1G")
+    spte_set = False
+    rcu_read_lock()
+    for iter in for_each_tdp_pte_min_level(kvm, root, min_level, gfn, gfn + 1):
+        old = iter.old_spte
+        if not S.is_shadow_present_pte(old) or not S.is_last_spte(old, iter.level):
+            continue
+        new = old & ~(S.PT_WRITABLE_MASK | kvm.masks.mmu_writable_mask)
+        if new == old:
+            break
+        tdp_mmu_iter_set_spte(kvm, iter, new)
+        spte_set = True
+    rcu_read_unlock()
+    return spte_set
+
+
+@requires("write")
+def kvm_tdp_mmu_write_protect_gfn(kvm, slot, gfn: int, min_level: int) -> bool:
+    """Requires: mmu_lock held for write.  Returns: whether the caller must flush."""
+    spte_set = False
+    for root in for_each_valid_tdp_mmu_root_yield_safe(kvm, slot.as_id):
+        spte_set |= write_protect_gfn(kvm, root, gfn, min_level)
+    return spte_set
+
+
+# -- the lockless fast path --------------------------------------------------------------
+
+@requires("none", rcu="held")
+def kvm_tdp_mmu_fast_pf_get_last_sptep(vcpu, gfn: int):
+    """Walk the vCPU's root for ``gfn`` without mmu_lock; return the last SPTE pointer
+    reached (the lowest entry, possibly non-present) and its value.
+
+    Requires: RCU only (walk_shadow_page_lockless_begin): page tables are freed after a
+    grace period, so the walk never touches freed memory.
+    """
+    sptep, spte = None, S.FROZEN_SPTE
+    for iter in for_each_tdp_pte(vcpu.kvm, vcpu.root, gfn, gfn + 1):
+        sptep, spte = iter.sptep, iter.old_spte
+        level = iter.level
+    return sptep, spte, (level if sptep is not None else 0)
+
+
 # -- init / uninit -----------------------------------------------------------------
 
 @requires("none")

@@ -427,6 +427,67 @@ def mmu_notifier_remap_vs_fault(vcpus: int = 2):
     return run_flows(kvm, vcpu_body,
                      host_migrate=lambda: kvm_host_remap_gfn(kvm, 0, gfn, new_pfn))
 
+@scenario("mmu-fast-pf-vs-zap", tags=MMU, dfs_bound=2, max_steps=60_000,
+          key_branches=("fast-pf-made-writable",))
+def mmu_fast_pf_vs_zap(pages: int = 2):
+    """Dirty logging is enabled (the slot is write-protected, MMU-writable kept); the
+    vCPU's next writes are fixed by the lockless fast page fault (cmpxchg under RCU only)
+    while kvm_zap_gfn_range zaps the same pages under the write lock."""
+    from ..mmu.mmu import kvm_mmu_slot_remove_write_access
+    kvm = build_vm(1)
+    v = kvm.vcpus[0]
+    slot = kvm.memslots[0][0]
+    mapped = Completion("mapped")
+    protected = Completion("write_protected")
+
+    def vcpu():
+        for g in range(pages):
+            guest_access(v, (g + 4) << 12, WRITE_ACCESS)
+        mapped.complete_all()
+        protected.wait_for_completion()
+        for g in range(pages):
+            guest_access(v, (g + 4) << 12, WRITE_ACCESS)
+
+    def dirty_log_enable():
+        mapped.wait_for_completion()
+        kvm_mmu_slot_remove_write_access(kvm, slot)
+        protected.complete_all()
+
+    def zapper():
+        protected.wait_for_completion()
+        kvm_zap_gfn_range(kvm, 4, 4 + pages)
+
+    return run_flows(kvm, lambda _v: vcpu, dirty_log=dirty_log_enable, zapper=zapper)
+
+
+@scenario("mmu-fast-pf-vs-write-track", tags=MMU, dfs_bound=2, max_steps=60_000,
+          key_branches=())
+def mmu_fast_pf_vs_write_track():
+    """A page is write-tracked (W and MMU-writable cleared under the write lock, then a
+    flush) while the slot is also write-protected for dirty logging; the vCPU's writes to
+    it must be emulated, never fixed by the fast path."""
+    from ..mmu.mmu import kvm_mmu_slot_remove_write_access, kvm_slot_page_track_add_page
+    kvm = build_vm(1)
+    v = kvm.vcpus[0]
+    slot = kvm.memslots[0][0]
+    mapped = Completion("mapped")
+
+    def vcpu():
+        guest_access(v, 6 << 12, WRITE_ACCESS)
+        mapped.complete_all()
+        guest_access(v, 6 << 12, WRITE_ACCESS)
+        guest_access(v, 6 << 12, WRITE_ACCESS)
+
+    def tracker():
+        mapped.wait_for_completion()
+        kvm_slot_page_track_add_page(kvm, slot, 6)
+
+    def dirty_log_enable():
+        mapped.wait_for_completion()
+        kvm_mmu_slot_remove_write_access(kvm, slot)
+
+    return run_flows(kvm, lambda _v: vcpu, write_tracker=tracker, dirty_log=dirty_log_enable)
+
 NEG = "model negative control"
 register_defect("fault-without-mmu-lock", "page fault maps without taking mmu_lock",
                 "LockNotHeld", ["mmu-faults-vs-zap-all-fast", "mmu-fault-vs-zap-range"],
@@ -476,3 +537,7 @@ register_defect("fault-ignores-mmu-seq", "the fault path skips the mmu_invalidat
                 "A fault that resolved the pfn before an mmu_notifier invalidation installs "
                 "it anyway: a present leaf meets a fault for another pfn (the kernel WARNs).",
                 source=NEG)
+register_defect("fast-pf-plain-write", "fast page fault fixes the SPTE with a plain store",
+                "FastFaultUnsafe", ["mmu-fast-pf-vs-zap"],
+                "Without the cmpxchg, a lockless fix made after a concurrent zap resurrects "
+                "the zapped SPTE.", source=NEG)
