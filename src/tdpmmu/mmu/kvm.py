@@ -69,7 +69,7 @@ class KvmVcpuStat:
 
 @dataclass
 class KvmMemorySlot:
-    """struct kvm_memory_slot (what the TDP MMU needs)."""
+    """struct kvm_memory_slot (what the TDP MMU needs).  ``name`` is for traces."""
 
     as_id: int
     id: int
@@ -82,6 +82,16 @@ class KvmMemorySlot:
     flags: int = 0
     #: host pages the host moved (migration, KSM...): gfn -> new host pfn
     remapped: dict = field(default_factory=dict)
+    #: the dirty bitmap while logging (a set of gfns), else None
+    dirty_bitmap: set | None = None
+    #: dirty-log completeness oracle: completed guest writes not yet covered by a harvest
+    dirty_writes: list = field(default_factory=list)
+    #: set once enabling dirty logging has returned (writes before it need not be logged)
+    logging_active: bool = False
+
+    @property
+    def name(self) -> str:
+        return f"memslot{self.as_id}.{self.id}"
 
     def contains(self, gfn: int) -> bool:
         return self.base_gfn <= gfn < self.base_gfn + self.npages

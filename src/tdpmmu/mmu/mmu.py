@@ -13,6 +13,7 @@ sees the request before entering, or the requester sees the vCPU inside and wait
 from __future__ import annotations
 
 from ..runtime import traps
+from ..runtime.ops import SYNC
 from ..runtime.errors import KernelWarning
 from ..sync import (GFP_KERNEL, RefCount, free_page, might_sleep, need_resched,  # noqa: F401
                     rcu_read_lock, rcu_read_unlock, read_lock, read_unlock, spin_lock,
@@ -26,7 +27,8 @@ from .mmu_internal import (HDR_NX, KVM_DIRECT_ROOTS, PFERR_FETCH_MASK, PFERR_PRE
                            PFERR_USER_MASK, PFERR_WRITE_MASK, RET_PF_CONTINUE, RET_PF_EMULATE,
                            RET_PF_FIXED, RET_PF_INVALID, RET_PF_RETRY, RET_PF_SPURIOUS,
                            RET_PF_WRITE_PROTECTED, KvmPageFault)
-from .tdp_mmu import (FAULT_UNDER_WRITE_LOCK, kvm_tdp_mmu_clear_dirty_slot,
+from .tdp_mmu import (FAULT_UNDER_WRITE_LOCK, kvm_tdp_mmu_clear_dirty_pt_masked,
+                      kvm_tdp_mmu_clear_dirty_slot,
                       kvm_tdp_mmu_fast_pf_get_last_sptep, kvm_tdp_mmu_wrprot_slot,
                       kvm_tdp_mmu_write_protect_gfn, WARN, _alloc_sp, kvm_tdp_mmu_map_write_locked, kvm_tdp_mmu_zap_possible_nx_huge_page,
                       untrack_possible_nx_huge_page, kvm_mmu_init_tdp_mmu, kvm_mmu_uninit_tdp_mmu,
@@ -606,6 +608,10 @@ def fast_pf_fix_direct_spte(vcpu: KvmVcpu, fault: KvmPageFault, sptep, old_spte:
     oracles.check_fast_fix(vcpu.kvm, pt, idx, old_spte, old_spte, new_spte)
     if S.is_writable_pte(new_spte) and not S.is_writable_pte(old_spte):
         traps.cover("fast-pf-made-writable")
+        slot = vcpu.kvm.gfn_to_memslot(vcpu.as_id, fault.gfn)
+        if slot is not None and slot.dirty_logging() and not traps.defect(
+                "fast-pf-forgets-mark-dirty"):
+            mark_page_dirty_in_slot(vcpu.kvm, slot, fault.gfn)
     return True
 
 
@@ -682,3 +688,56 @@ def kvm_slot_page_track_add_page(kvm: Kvm, slot, gfn: int) -> None:
     if kvm_tdp_mmu_write_protect_gfn(kvm, slot, gfn, S.PG_LEVEL_4K):
         kvm_flush_remote_tlbs(kvm)
     write_unlock(kvm.mmu_lock)
+
+
+# -- dirty logging (kvm_main.c / x86.c, the write-protection flavour: no PML) ----------
+
+def mark_page_dirty_in_slot(kvm: Kvm, slot, gfn: int) -> None:
+    """set_bit in the slot's dirty bitmap (an atomic set_bit: commutes, so no step)."""
+    if slot.dirty_bitmap is not None:
+        slot.dirty_bitmap.add(gfn)
+
+
+def kvm_set_memslot_dirty_logging(kvm: Kvm, slot, enable: bool) -> None:
+    """KVM_SET_USER_MEMORY_REGION toggling KVM_MEM_LOG_DIRTY_PAGES (slots_lock held by the
+    caller).  Enabling write-protects the slot (MMU-writable kept: the first write to
+    each page faults, the fast path makes it writable again and logs it)."""
+    from .kvm import KVM_MEM_LOG_DIRTY_PAGES
+    if enable:
+        slot.dirty_bitmap = set()
+        slot.flags |= KVM_MEM_LOG_DIRTY_PAGES
+        kvm_mmu_slot_remove_write_access(kvm, slot)
+        slot.logging_active = True       # the ioctl returned: writes from now on count
+    else:
+        slot.logging_active = False
+        slot.flags &= ~KVM_MEM_LOG_DIRTY_PAGES
+        slot.dirty_bitmap = None
+
+
+@requires("none", takes="write", held=("slots_lock",), kernel="kvm_main.c")
+def kvm_get_dirty_log_protect(kvm: Kvm, slot) -> set:
+    """KVM_GET_DIRTY_LOG without manual protect: harvest and clear the bitmap, then
+    write-protect the harvested pages again (kvm_arch_mmu_enable_log_dirty_pt_masked)
+    and flush, all before returning.
+
+    Requires: slots_lock held; mmu_lock not held (taken for write).
+    Returns: the harvested gfns.
+    """
+    traps.schedule_point((SYNC, slot, "xchg(dirty_bitmap)", None))
+    start = traps.now()
+    harvested = set(slot.dirty_bitmap)
+    slot.dirty_bitmap.clear()
+    write_lock(kvm.mmu_lock)
+    flush = bool(harvested)
+    if not traps.defect("get-dirty-log-skips-wrprot"):
+        for base in sorted({g & ~63 for g in harvested}):
+            mask = 0
+            for g in harvested:
+                if g & ~63 == base:
+                    mask |= 1 << (g - base)
+            kvm_tdp_mmu_clear_dirty_pt_masked(kvm, slot, base, mask, True)
+    if flush:
+        kvm_flush_remote_tlbs(kvm)
+    write_unlock(kvm.mmu_lock)
+    oracles.note_harvest(kvm, slot, harvested, start)
+    return harvested

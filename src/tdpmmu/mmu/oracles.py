@@ -226,3 +226,41 @@ def check_fast_fix(kvm, pt, idx: int, read: int, found: int, new: int) -> None:
         raise FastFaultUnsafe(
             f"fast page fault made {pt.name}[{idx}] writable ({read:#x} -> {new:#x}) although "
             f"it is not MMU-writable: it must stay write-protected until the slow path")
+
+
+class DirtyLogIncomplete(InvariantViolation):
+    summary = "a guest write to a dirty-logged page was missing from the dirty-log harvest"
+
+
+def note_guest_write(vcpu, gfn: int) -> None:
+    """A guest write to ``gfn`` completed (called by the hardware model)."""
+    slot = vcpu.kvm.gfn_to_memslot(vcpu.as_id, gfn)
+    if slot is not None and slot.logging_active:
+        slot.dirty_writes.append((gfn, traps.now(), traps.current_task().name))
+
+
+def note_harvest(kvm, slot, harvested: set, start: int) -> None:
+    """A harvest (GET_DIRTY_LOG) that took the bitmap at step ``start`` returned
+    ``harvested``.  A write that completed before ``start`` must be in it.  A write that
+    raced with the harvest (completed after ``start``) may be reported by the next
+    harvest instead -- or by none, if this harvest reported its page, because userspace
+    copies reported pages only after the harvest returned (KVM's documented tolerance)."""
+    carried = getattr(slot, "_dirty_carry", [])
+    prev = getattr(slot, "_dirty_prev", set())
+    for gfn, step, who in carried:
+        if gfn not in harvested and gfn not in prev:
+            raise DirtyLogIncomplete(
+                f"guest write to gfn {gfn:#x} by {who} at step {step} (during a harvest) was "
+                f"reported by neither that harvest nor the next one")
+    carry = []
+    for w in slot.dirty_writes:
+        gfn, step, who = w
+        if step < start and gfn not in harvested:
+            raise DirtyLogIncomplete(
+                f"guest write to gfn {gfn:#x} by {who} at step {step} completed before the "
+                f"harvest started (step {start}) but the harvest does not report it")
+        if step >= start:
+            carry.append(w)
+    slot.dirty_writes.clear()
+    slot._dirty_carry = carry
+    slot._dirty_prev = set(harvested)

@@ -921,6 +921,9 @@ def tdp_mmu_map_handle_target_level(vcpu, fault, iter: TdpIter) -> int:
         ret = RET_PF_FIXED
     else:
         ret = RET_PF_FIXED
+    if (ret == RET_PF_FIXED and fault.slot is not None and S.is_writable_pte(new_spte)
+            and fault.slot.dirty_logging()):
+        _mmu_c.mark_page_dirty_in_slot(kvm, fault.slot, iter.gfn)
     if wrprot and fault.write:
         ret = RET_PF_WRITE_PROTECTED
     if S.is_mmio_spte(new_spte, m):
@@ -1254,6 +1257,54 @@ def kvm_tdp_mmu_write_protect_gfn(kvm, slot, gfn: int, min_level: int) -> bool:
     for root in for_each_valid_tdp_mmu_root_yield_safe(kvm, slot.as_id):
         spte_set |= write_protect_gfn(kvm, root, gfn, min_level)
     return spte_set
+
+
+@requires("write", taken=("rcu",))
+def clear_dirty_pt_masked(kvm, root, gfn: int, mask: int, wrprot: bool) -> None:
+    """Clear D (or W) on the 4K leaves of the 64 gfns from ``gfn`` whose bit is in ``mask``.
+
+    Requires: mmu_lock held for write; takes RCU.
+    Why: only W/D change, so no handle_changed_spte; an atomic fetch-and when the SPTE is
+    volatile (the CPU may set D concurrently), a plain store otherwise.
+    """
+    m = kvm.masks
+    dbit = (S.PT_WRITABLE_MASK if wrprot or tdp_mmu_need_write_protect(kvm, root)
+            else m.dirty_mask)
+    if not mask:
+        return
+    start = gfn + ((mask & -mask).bit_length() - 1)
+    rcu_read_lock()
+    for iter in for_each_tdp_pte(kvm, root, start, gfn + 64):
+        if not mask:
+            break
+        old = iter.old_spte
+        if not S.is_shadow_present_pte(old) or not S.is_last_spte(old, iter.level):
+            continue
+        if iter.level > S.PG_LEVEL_4K or not mask & (1 << (iter.gfn - gfn)):
+            continue
+        mask &= ~(1 << (iter.gfn - gfn))
+        if not old & dbit:
+            continue
+        iter.old_spte = tdp_mmu_clear_spte_bits(kvm, iter, dbit)
+    rcu_read_unlock()
+
+
+@transparent
+def tdp_mmu_clear_spte_bits(kvm, iter, mask: int) -> int:
+    """Atomic fetch-and when the SPTE is volatile, else a plain store (tdp_iter.h)."""
+    old = iter.old_spte
+    if S.kvm_tdp_mmu_spte_need_atomic_update(old, iter.level, kvm.masks):
+        return iter.pt.fetch_and(iter.idx, ~mask & S.U64_MASK)
+    found = __kvm_tdp_mmu_write_spte(iter.pt, iter.idx, old & ~mask)
+    oracles.check_plain_store(kvm, iter.pt, iter.idx, old, found)
+    return old
+
+
+@requires("write")
+def kvm_tdp_mmu_clear_dirty_pt_masked(kvm, slot, gfn: int, mask: int, wrprot: bool) -> None:
+    """Requires: mmu_lock held for write.  Every valid root of the slot's address space."""
+    for root in __for_each_tdp_mmu_root(kvm, slot.as_id, KVM_VALID_ROOTS):
+        clear_dirty_pt_masked(kvm, root, gfn, mask, wrprot)
 
 
 # -- the lockless fast path --------------------------------------------------------------

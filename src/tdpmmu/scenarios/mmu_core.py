@@ -488,6 +488,45 @@ def mmu_fast_pf_vs_write_track():
 
     return run_flows(kvm, lambda _v: vcpu, write_tracker=tracker, dirty_log=dirty_log_enable)
 
+@scenario("mmu-dirty-log-vs-writes", tags=MMU, dfs_bound=1, max_steps=80_000,
+          key_branches=("fast-pf-made-writable",))
+def mmu_dirty_log_vs_writes(pages: int = 3, rounds: int = 2):
+    """dirty_log_test's pattern: a vCPU keeps writing pages while the VMM enables dirty
+    logging (write-protect) and harvests the log repeatedly (GET_DIRTY_LOG: take the bitmap,
+    write-protect the harvested pages, flush).  Every write must show up in a harvest."""
+    from ..mmu.mmu import kvm_get_dirty_log_protect, kvm_set_memslot_dirty_logging
+    kvm = build_vm(1)
+    v = kvm.vcpus[0]
+    slot = kvm.memslots[0][0]
+    started = Completion("logging_enabled")
+    finished = Completion("vcpu_stopped")
+
+    def vcpu():
+        for g in range(pages):
+            guest_access(v, (g + 1) << 12, WRITE_ACCESS)
+        started.wait_for_completion()
+        for r in range(rounds):
+            for g in range(pages):
+                guest_access(v, (g + 1) << 12, WRITE_ACCESS)
+        finished.complete_all()
+
+    def harvest():
+        mutex_lock(kvm.slots_lock)
+        kvm_get_dirty_log_protect(kvm, slot)
+        mutex_unlock(kvm.slots_lock)
+
+    def vmm():
+        mutex_lock(kvm.slots_lock)
+        kvm_set_memslot_dirty_logging(kvm, slot, True)
+        mutex_unlock(kvm.slots_lock)
+        started.complete_all()
+        for _ in range(rounds):
+            harvest()
+        finished.wait_for_completion()     # the test stops the vCPU, then collects once more
+        harvest()
+
+    return run_flows(kvm, lambda _v: vcpu, vmm=vmm)
+
 NEG = "model negative control"
 register_defect("fault-without-mmu-lock", "page fault maps without taking mmu_lock",
                 "LockNotHeld", ["mmu-faults-vs-zap-all-fast", "mmu-fault-vs-zap-range"],
@@ -541,3 +580,9 @@ register_defect("fast-pf-plain-write", "fast page fault fixes the SPTE with a pl
                 "FastFaultUnsafe", ["mmu-fast-pf-vs-zap"],
                 "Without the cmpxchg, a lockless fix made after a concurrent zap resurrects "
                 "the zapped SPTE.", source=NEG)
+register_defect("get-dirty-log-skips-wrprot", "GET_DIRTY_LOG forgets to write-protect the "
+                "harvested pages", "DirtyLogIncomplete", ["mmu-dirty-log-vs-writes"],
+                "Pages stay writable after a harvest, so later writes are never logged.",
+                source=NEG)
+register_defect("fast-pf-forgets-mark-dirty", "the fast path restores W without logging the page",
+                "DirtyLogIncomplete", ["mmu-dirty-log-vs-writes"], source=NEG)
