@@ -46,7 +46,8 @@ def test_each_oracle_class_has_a_defect():
     from tdpmmu.mmu.oracles import (FastFaultUnsafe, SpteLostUpdate, StructureViolation,
                                     TlbIncoherence)
     from tdpmmu.runtime.errors import KernelWarning
-    classes = {d.expected for d in MODEL_DEFECTS}
+    from tdpmmu.mmu.oracles import DirtyLogIncomplete, HostSafetyViolation
+    classes = {d.expected for d in all_defects()}
     for k in (TlbIncoherence, StructureViolation, SpteLostUpdate, KernelWarning,
-              FastFaultUnsafe):
+              FastFaultUnsafe, DirtyLogIncomplete, HostSafetyViolation):
         assert k.__name__ in classes

@@ -37,6 +37,8 @@ KVM_REQ_NAMES = {KVM_REQ_TLB_FLUSH: "KVM_REQ_TLB_FLUSH",
 
 KVM_MEM_LOG_DIRTY_PAGES = 1 << 0
 KVM_MEM_READONLY = 1 << 1
+#: internal flag: the slot is being deleted or moved (faults on it retry)
+KVM_MEMSLOT_INVALID = 1 << 16
 
 
 @dataclass
@@ -151,7 +153,13 @@ class Kvm:
         self.arch.tdp_mmu_pages_lock = SpinLock("tdp_mmu_pages_lock")
         self.arch.tdp_mmu_roots = RcuList("tdp_mmu_roots", self.arch.tdp_mmu_pages_lock,
                                           reader_lock=self.mmu_lock)
+        #: the memslots, per address space, as last published (for setup and oracles);
+        #: vCPUs read the published copies under SRCU (kvm_vcpu_gfn_to_memslot)
         self.memslots: list[list[KvmMemorySlot]] = [[] for _ in range(KVM_ADDRESS_SPACE_NUM)]
+        self.memslots_cell = Words("kvm->memslots", KVM_ADDRESS_SPACE_NUM, ())
+        #: host pages the host has taken back (deleted memslots, migrated pages):
+        #: (first pfn, npages, why) -- the host-safety oracle's input
+        self.freed_host_ranges: list = []
         self.memslots_generation = 0
         self.vcpus: list = []
         self.stat = KvmVmStat()

@@ -69,8 +69,52 @@ def kvm_set_memory_region(kvm: Kvm, as_id: int, slot_id: int, base_gfn: int, npa
     host += base_gfn % HOST_PFN_ALIGN
     slot = KvmMemorySlot(as_id, slot_id, base_gfn, npages, host, backing_level, flags)
     kvm.memslots[as_id].append(slot)
+    kvm.memslots_cell.vals[as_id] = tuple(kvm.memslots[as_id])   # before any vCPU runs
     kvm.memslots_generation += 2      # advances by the number of address spaces
     return slot
+
+
+def kvm_vcpu_gfn_to_memslot(vcpu: KvmVcpu, gfn: int):
+    """The vCPU's memslot for ``gfn`` (srcu_dereference: kvm->srcu must be held)."""
+    slots = vcpu.kvm.srcu.srcu_dereference(vcpu.kvm.memslots_cell, vcpu.as_id)
+    for slot in slots:
+        if slot.contains(gfn):
+            return slot
+    return None
+
+
+def _publish_memslots(kvm: Kvm, as_id: int, slots) -> None:
+    kvm.memslots[as_id] = list(slots)
+    from ..sync import rcu_assign_pointer
+    rcu_assign_pointer(kvm.memslots_cell, as_id, tuple(slots))
+    kvm.memslots_generation += 1
+
+
+@requires("none", held=("slots_lock",), yields=True, kernel="kvm_main.c")
+def kvm_delete_memslot(kvm: Kvm, slot) -> None:
+    """KVM_SET_USER_MEMORY_REGION with size 0 (kvm_set_memslot, DELETE): publish the slot
+    as INVALID, wait for SRCU readers, flush its SPTEs (kvm_arch_flush_shadow_memslot:
+    kvm_mmu_zap_all_fast, the default VMs' SLOT_ZAP_ALL quirk), publish the memslots
+    without it, wait for SRCU readers again; then the host may reuse the memory.
+
+    Requires: slots_lock held.
+    """
+    from dataclasses import replace
+    from .kvm import KVM_MEMSLOT_INVALID
+    as_id = slot.as_id
+    invalid = replace(slot, flags=slot.flags | KVM_MEMSLOT_INVALID)
+    _publish_memslots(kvm, as_id, [invalid if s is slot else s for s in kvm.memslots[as_id]])
+    kvm.srcu.synchronize_srcu()
+    if not traps.defect("flush-shadow-memslot-skipped"):
+        kvm_arch_flush_shadow_memslot(kvm, slot)
+    _publish_memslots(kvm, as_id, [s for s in kvm.memslots[as_id] if s is not invalid])
+    kvm.srcu.synchronize_srcu()
+    kvm.freed_host_ranges.append((slot.host_pfn, slot.npages, f"memslot {slot.name} deleted"))
+
+
+def kvm_arch_flush_shadow_memslot(kvm: Kvm, slot) -> None:
+    """Default VMs keep KVM_X86_QUIRK_SLOT_ZAP_ALL: zap everything (fast)."""
+    kvm_mmu_zap_all_fast(kvm)
 
 
 def kvm_destroy_vm(kvm: Kvm) -> None:
@@ -304,14 +348,17 @@ def kvm_mmu_faultin_pfn(vcpu: KvmVcpu, fault: KvmPageFault) -> int:
     Requires: no mmu_lock (it may sleep resolving the pfn); kvm->srcu (memslots).
     Returns: RET_PF_CONTINUE, or RET_PF_RETRY when an invalidation is in flight.
     """
+    from .kvm import KVM_MEMSLOT_INVALID
     kvm = vcpu.kvm
     fault.mmu_seq = kvm.mmu_invalidate_seq.load_acquire(0, "READ_ONCE+smp_rmb")
-    slot = kvm.gfn_to_memslot(vcpu.as_id, fault.gfn)
+    slot = kvm_vcpu_gfn_to_memslot(vcpu, fault.gfn)
     fault.slot = slot
     if slot is None:
         fault.pfn = 0
         fault.map_writable = False
         return RET_PF_CONTINUE              # no slot: an MMIO SPTE will be created
+    if slot.flags & KVM_MEMSLOT_INVALID:
+        return RET_PF_RETRY                 # being deleted or moved
     if (mmu_invalidate_retry_gfn_unsafe(kvm, fault.mmu_seq, fault.gfn)
             and not traps.defect("fault-ignores-mmu-seq")):
         return RET_PF_RETRY
@@ -475,7 +522,10 @@ def kvm_recover_nx_huge_pages(kvm: Kvm, ratio: int = 60) -> None:
                                       "the NX list without nx_huge_page_disallowed")
         unaccount_nx_huge_page(kvm, sp)
         spin_unlock(kvm.arch.tdp_mmu_pages_lock)
-        slot = kvm.gfn_to_memslot(sp.as_id, sp.gfn)
+        slot = None
+        for cand in kvm.srcu.srcu_dereference(kvm.memslots_cell, sp.as_id):
+            if cand.contains(sp.gfn):
+                slot = cand
         if not (slot is not None and slot.dirty_logging()):
             flush |= kvm_tdp_mmu_zap_possible_nx_huge_page(kvm, sp)
         WARN(bool(sp.hdr.read_once(HDR_NX)), "WARN_ON_ONCE in kvm_recover_nx_huge_pages: flag set")
@@ -560,9 +610,12 @@ def kvm_mmu_notifier_invalidate_range_end(kvm: Kvm, start: int, end: int) -> Non
 
 def kvm_host_remap_gfn(kvm: Kvm, as_id: int, gfn: int, new_pfn: int) -> None:
     """The host moves the page backing ``gfn`` (page migration): a notifier-bracketed
-    change of the host mapping."""
-    kvm_mmu_notifier_invalidate_range_start(kvm, gfn, gfn + 1)
+    change of the host mapping.  Once invalidate_range_start returned, the old page is
+    the host's again (the host-safety oracle watches it)."""
     slot = kvm.gfn_to_memslot(as_id, gfn)
+    old_pfn = slot.gfn_to_pfn(gfn)
+    kvm_mmu_notifier_invalidate_range_start(kvm, gfn, gfn + 1)
+    kvm.freed_host_ranges.append((old_pfn, 1, f"page of gfn {gfn:#x} migrated"))
     slot.remapped[gfn] = new_pfn
     kvm_mmu_notifier_invalidate_range_end(kvm, gfn, gfn + 1)
 
@@ -608,7 +661,7 @@ def fast_pf_fix_direct_spte(vcpu: KvmVcpu, fault: KvmPageFault, sptep, old_spte:
     oracles.check_fast_fix(vcpu.kvm, pt, idx, old_spte, old_spte, new_spte)
     if S.is_writable_pte(new_spte) and not S.is_writable_pte(old_spte):
         traps.cover("fast-pf-made-writable")
-        slot = vcpu.kvm.gfn_to_memslot(vcpu.as_id, fault.gfn)
+        slot = kvm_vcpu_gfn_to_memslot(vcpu, fault.gfn)
         if slot is not None and slot.dirty_logging() and not traps.defect(
                 "fast-pf-forgets-mark-dirty"):
             mark_page_dirty_in_slot(vcpu.kvm, slot, fault.gfn)
@@ -645,7 +698,7 @@ def fast_page_fault(vcpu: KvmVcpu, fault: KvmPageFault) -> int:
             new = S.restore_acc_track_spte(new, m) | m.accessed_mask
         if fault.write and S.is_mmu_writable_spte(spte, m):
             new |= S.PT_WRITABLE_MASK
-            slot = kvm.gfn_to_memslot(vcpu.as_id, fault.gfn)
+            slot = kvm_vcpu_gfn_to_memslot(vcpu, fault.gfn)
             if level > S.PG_LEVEL_4K and slot is not None and slot.dirty_logging():
                 break
         if new == spte or not is_access_allowed(fault, new, m):

@@ -264,3 +264,17 @@ def note_harvest(kvm, slot, harvested: set, start: int) -> None:
     slot.dirty_writes.clear()
     slot._dirty_carry = carry
     slot._dirty_prev = set(harvested)
+
+
+class HostSafetyViolation(InvariantViolation):
+    summary = ("a guest access reached host memory KVM had given back (deleted memslot, "
+               "migrated page): a stale SPTE or TLB entry survived the invalidation")
+
+
+def check_host_access(vcpu, gfn: int, pfn: int, how: str) -> None:
+    """A guest access is about to touch host page ``pfn``."""
+    for first, n, why in vcpu.kvm.freed_host_ranges:
+        if first <= pfn < first + n:
+            raise HostSafetyViolation(
+                f"{vcpu.name} accessed gfn {gfn:#x} -> host pfn {pfn:#x} through {how}, but "
+                f"that page was given back to the host ({why})")

@@ -391,13 +391,16 @@ def mmu_dirty_clear_vs_zap():
     def vcpu():
         guest_access(v, 0x2000, WRITE_ACCESS)
         mapped.complete_all()
-        for _ in range(3):
+        cleared.wait_for_completion()
+        for _ in range(6):
             guest_access(v, 0x2000, WRITE_ACCESS)
 
     def dirty_log():
         mapped.wait_for_completion()
         kvm_mmu_slot_leaf_clear_dirty(kvm, slot)
         cleared.complete_all()
+        kvm_mmu_slot_leaf_clear_dirty(kvm, slot)    # more collection passes
+        kvm_mmu_slot_leaf_clear_dirty(kvm, slot)
 
     def zapper():
         cleared.wait_for_completion()
@@ -527,6 +530,31 @@ def mmu_dirty_log_vs_writes(pages: int = 3, rounds: int = 2):
 
     return run_flows(kvm, lambda _v: vcpu, vmm=vmm)
 
+@scenario("mmu-memslot-delete-vs-faults", tags=MMU, dfs_bound=1, max_steps=80_000,
+          key_branches=("fault-retry",))
+def mmu_memslot_delete_vs_faults(vcpus: int = 2):
+    """set_memory_region_test's delete-while-running: vCPUs keep touching a memslot while
+    the VMM deletes it (INVALID + synchronize_srcu, kvm_mmu_zap_all_fast, remove +
+    synchronize_srcu).  Once the delete returned the host reuses the memory: no access may
+    reach it (afterwards the gfns are MMIO: accesses are emulated)."""
+    from ..mmu.mmu import kvm_delete_memslot
+    kvm = build_vm(vcpus, npages=512)
+    victim = kvm_set_memory_region(kvm, 0, 1, 512, 512, S.PG_LEVEL_4K)
+
+    def vcpu_body(v):
+        def run():
+            for k in range(3):
+                guest_access(v, (512 + v.vcpu_id + 2 * k) << 12, WRITE_ACCESS)
+                guest_access(v, (v.vcpu_id + 1) << 12, READ_ACCESS)
+        return run
+
+    def delete():
+        mutex_lock(kvm.slots_lock)
+        kvm_delete_memslot(kvm, victim)
+        mutex_unlock(kvm.slots_lock)
+
+    return run_flows(kvm, vcpu_body, vmm_delete=delete)
+
 NEG = "model negative control"
 register_defect("fault-without-mmu-lock", "page fault maps without taking mmu_lock",
                 "LockNotHeld", ["mmu-faults-vs-zap-all-fast", "mmu-fault-vs-zap-range"],
@@ -572,9 +600,10 @@ register_defect("write-spte-ignores-volatile", "kvm_tdp_mmu_write_spte stores vo
                 "Under the write lock the CPU can still set the Dirty bit of a writable, clean "
                 "SPTE: a plain store of the zapped value loses it.", source=NEG)
 register_defect("fault-ignores-mmu-seq", "the fault path skips the mmu_invalidate_seq checks",
-                "KernelWarning", ["mmu-notifier-remap-vs-fault"],
+                "HostSafetyViolation", ["mmu-notifier-remap-vs-fault"],
                 "A fault that resolved the pfn before an mmu_notifier invalidation installs "
-                "it anyway: a present leaf meets a fault for another pfn (the kernel WARNs).",
+                "it anyway: the vCPU uses the migrated page (in other schedules the kernel's "
+                "own WARN about a present leaf meeting another pfn fires first).",
                 source=NEG)
 register_defect("fast-pf-plain-write", "fast page fault fixes the SPTE with a plain store",
                 "FastFaultUnsafe", ["mmu-fast-pf-vs-zap"],
@@ -586,3 +615,11 @@ register_defect("get-dirty-log-skips-wrprot", "GET_DIRTY_LOG forgets to write-pr
                 source=NEG)
 register_defect("fast-pf-forgets-mark-dirty", "the fast path restores W without logging the page",
                 "DirtyLogIncomplete", ["mmu-dirty-log-vs-writes"], source=NEG)
+register_defect("flush-shadow-memslot-skipped", "deleting a memslot does not zap its SPTEs",
+                "HostSafetyViolation", ["mmu-memslot-delete-vs-faults"],
+                "kvm_arch_flush_shadow_memslot skipped: vCPUs keep reaching host memory the "
+                "host already reused.", source=NEG)
+register_defect("notifier-skips-unmap", "mmu_notifier invalidate_range_start does not zap",
+                "HostSafetyViolation", ["mmu-notifier-remap-vs-fault"],
+                "The SPTE of a migrated page survives: the vCPU keeps using the old host page.",
+                source=NEG)
