@@ -70,9 +70,9 @@ def test_correct_twin_passes_thousands_of_schedules(sc):
 def test_defects_are_registered_with_known_classes():
     names = {c.__name__ for c in _all_violation_classes()}
     for d in all_defects():
-        if d.source == "design variant":
-            assert d.expected == "none", d.name      # a correct older design
-            continue
+        if d.source in ("design variant", "selftest-port variant"):
+            assert d.expected == "none", d.name      # a correct older design / a port's
+            continue                                 # broken variant (no oracle: the port)
         assert d.expected in names, d.name
         for s in d.scenarios:
             get_scenario(s)

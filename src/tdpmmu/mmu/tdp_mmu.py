@@ -1030,7 +1030,8 @@ def kvm_tdp_mmu_map(vcpu, fault) -> int:
         if r:
             tdp_mmu_free_sp(sp)                     # never published
             break                                   # RET_PF_RETRY
-        if fault.huge_page_disallowed and fault.req_level >= iter.level:
+        if (fault.huge_page_disallowed and fault.req_level >= iter.level
+                and not traps.defect("nx-split-not-tracked")):
             spin_lock(kvm.arch.tdp_mmu_pages_lock)
             if sp.hdr.read_once(HDR_NX):
                 track_possible_nx_huge_page(kvm, sp)

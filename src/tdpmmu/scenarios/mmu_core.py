@@ -623,3 +623,8 @@ register_defect("notifier-skips-unmap", "mmu_notifier invalidate_range_start doe
                 "HostSafetyViolation", ["mmu-notifier-remap-vs-fault"],
                 "The SPTE of a migrated page survives: the vCPU keeps using the old host page.",
                 source=NEG)
+register_defect("nx-split-not-tracked", "an NX split page table is not tracked as a possible "
+                "NX huge page", "none", [],
+                "A broken variant for the nx_huge_pages_test port: nx_lpage_splits stays 0 "
+                "and recovery never restores the huge page (tests/test_selftest_ports.py).",
+                source="selftest-port variant")
