@@ -62,3 +62,31 @@ def test_nx_huge_pages_test_fails_on_a_broken_variant():
                          defects=("nx-split-not-tracked",))
     assert seen != EXPECTED[True]
     assert seen[3] == (1, 0)                 # step 3's split is no longer counted
+
+
+@pytest.mark.parametrize("mode", ["dirty-log", "clear-log"])
+def test_dirty_log_test_invariant_explored(mode):
+    """dirty_log_test's invariant (every page written after logging started is reported by
+    a collection, modulo writes racing a collection) with a writing vCPU racing the
+    collecting host task, explored with PCT and the random walk."""
+    import tdpmmu
+    for strategy in ("pct", "random"):
+        res = tdpmmu.explore("mmu-dirty-log-vs-writes", strategy=strategy, schedules=600,
+                             seed=17, params={"mode": mode})
+        assert res.failures == [], tdpmmu.render_failure(res.failures[0])
+        assert res.coverage.get("fast-pf-made-writable")
+
+
+@pytest.mark.parametrize("mode,defect", [("dirty-log", "get-dirty-log-skips-wrprot"),
+                                         ("clear-log", "clear-dirty-log-skips-wrprot"),
+                                         ("dirty-log", "fast-pf-forgets-mark-dirty")])
+def test_dirty_log_test_fails_on_broken_variants(mode, defect):
+    import tdpmmu
+    found = None
+    for strategy in ("pct", "random"):
+        res = tdpmmu.explore("mmu-dirty-log-vs-writes", strategy=strategy, schedules=2000,
+                             params={"mode": mode}, defects=[defect], stop_on_first=True)
+        if res.failures:
+            found = res.failures[0]
+            break
+    assert found is not None and found.category == "DirtyLogIncomplete"

@@ -780,17 +780,46 @@ def kvm_get_dirty_log_protect(kvm: Kvm, slot) -> set:
     start = traps.now()
     harvested = set(slot.dirty_bitmap)
     slot.dirty_bitmap.clear()
+    _reprotect(kvm, slot, harvested, "get-dirty-log-skips-wrprot")
+    oracles.note_harvest(kvm, slot, harvested, start)
+    return harvested
+
+
+def _reprotect(kvm: Kvm, slot, gfns, defect_name: str) -> None:
+    """kvm_arch_mmu_enable_log_dirty_pt_masked for ``gfns`` (64-gfn masks), then flush,
+    under the write lock."""
     write_lock(kvm.mmu_lock)
-    flush = bool(harvested)
-    if not traps.defect("get-dirty-log-skips-wrprot"):
-        for base in sorted({g & ~63 for g in harvested}):
+    if not traps.defect(defect_name):
+        for base in sorted({g & ~63 for g in gfns}):
             mask = 0
-            for g in harvested:
+            for g in gfns:
                 if g & ~63 == base:
                     mask |= 1 << (g - base)
             kvm_tdp_mmu_clear_dirty_pt_masked(kvm, slot, base, mask, True)
-    if flush:
+    if gfns:
         kvm_flush_remote_tlbs(kvm)
     write_unlock(kvm.mmu_lock)
-    oracles.note_harvest(kvm, slot, harvested, start)
-    return harvested
+
+
+@requires("none", held=("slots_lock",), kernel="kvm_main.c")
+def kvm_get_dirty_log_manual(kvm: Kvm, slot) -> set:
+    """KVM_GET_DIRTY_LOG with KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2: a snapshot of the bitmap;
+    nothing is cleared or protected until KVM_CLEAR_DIRTY_LOG.
+
+    Requires: slots_lock held.
+    """
+    traps.schedule_point((SYNC, slot, "read(dirty_bitmap)", None))
+    slot._manual_get_start = traps.now()
+    return set(slot.dirty_bitmap)
+
+
+@requires("none", takes="write", held=("slots_lock",), kernel="kvm_main.c")
+def kvm_clear_dirty_log(kvm: Kvm, slot, gfns: set) -> None:
+    """KVM_CLEAR_DIRTY_LOG: clear these bits and write-protect those pages again, flush.
+
+    Requires: slots_lock held; mmu_lock not held (taken for write).
+    """
+    traps.schedule_point((SYNC, slot, "clear(dirty_bitmap)", None))
+    slot.dirty_bitmap.difference_update(gfns)
+    _reprotect(kvm, slot, gfns, "clear-dirty-log-skips-wrprot")
+    oracles.note_harvest(kvm, slot, set(gfns), slot._manual_get_start)

@@ -493,11 +493,16 @@ def mmu_fast_pf_vs_write_track():
 
 @scenario("mmu-dirty-log-vs-writes", tags=MMU, dfs_bound=1, max_steps=80_000,
           key_branches=("fast-pf-made-writable",))
-def mmu_dirty_log_vs_writes(pages: int = 3, rounds: int = 2):
-    """dirty_log_test's pattern: a vCPU keeps writing pages while the VMM enables dirty
-    logging (write-protect) and harvests the log repeatedly (GET_DIRTY_LOG: take the bitmap,
-    write-protect the harvested pages, flush).  Every write must show up in a harvest."""
-    from ..mmu.mmu import kvm_get_dirty_log_protect, kvm_set_memslot_dirty_logging
+def mmu_dirty_log_vs_writes(pages: int = 3, rounds: int = 2, mode: str = "dirty-log"):
+    """dirty_log_test's invariant: a vCPU keeps writing pages while the VMM enables dirty
+    logging (write-protect) and collects the log repeatedly -- ``mode`` "dirty-log"
+    (GET_DIRTY_LOG takes the bitmap, re-protects and flushes) or "clear-log" (manual
+    protect: GET is a snapshot, CLEAR_DIRTY_LOG clears and re-protects).  Every write must
+    show up in a collection."""
+    from ..mmu.mmu import (kvm_clear_dirty_log, kvm_get_dirty_log_manual,
+                           kvm_get_dirty_log_protect, kvm_set_memslot_dirty_logging)
+    if mode not in ("dirty-log", "clear-log"):
+        raise InvariantViolation(f"mode must be dirty-log or clear-log, not {mode!r}")
     kvm = build_vm(1)
     v = kvm.vcpus[0]
     slot = kvm.memslots[0][0]
@@ -515,7 +520,10 @@ def mmu_dirty_log_vs_writes(pages: int = 3, rounds: int = 2):
 
     def harvest():
         mutex_lock(kvm.slots_lock)
-        kvm_get_dirty_log_protect(kvm, slot)
+        if mode == "dirty-log":
+            kvm_get_dirty_log_protect(kvm, slot)
+        else:
+            kvm_clear_dirty_log(kvm, slot, kvm_get_dirty_log_manual(kvm, slot))
         mutex_unlock(kvm.slots_lock)
 
     def vmm():
@@ -628,3 +636,7 @@ register_defect("nx-split-not-tracked", "an NX split page table is not tracked a
                 "A broken variant for the nx_huge_pages_test port: nx_lpage_splits stays 0 "
                 "and recovery never restores the huge page (tests/test_selftest_ports.py).",
                 source="selftest-port variant")
+register_defect("clear-dirty-log-skips-wrprot", "KVM_CLEAR_DIRTY_LOG forgets to write-protect "
+                "the cleared pages", "DirtyLogIncomplete", ["mmu-dirty-log-vs-writes"],
+                "Explore with --param mode=clear-log.", source=NEG,
+                params={"mode": "clear-log"})
