@@ -66,6 +66,12 @@ def teardown_check(kvm) -> None:
     assert_no_leaks("after VM teardown")
 
 
+def write_pages(v, first_gfn: int, count: int) -> None:
+    """The guest writes ``count`` consecutive pages from ``first_gfn``."""
+    for g in range(first_gfn, first_gfn + count):
+        guest_access(v, g << 12, WRITE_ACCESS)
+
+
 def zap_all_fast(kvm) -> None:
     """A memslot update's fast zap (the caller holds slots_lock)."""
     mutex_lock(kvm.slots_lock)
@@ -444,12 +450,10 @@ def mmu_fast_pf_vs_zap(pages: int = 2):
     protected = Completion("write_protected")
 
     def vcpu():
-        for g in range(pages):
-            guest_access(v, (g + 4) << 12, WRITE_ACCESS)
+        write_pages(v, 4, pages)
         mapped.complete_all()
         protected.wait_for_completion()
-        for g in range(pages):
-            guest_access(v, (g + 4) << 12, WRITE_ACCESS)
+        write_pages(v, 4, pages)
 
     def dirty_log_enable():
         mapped.wait_for_completion()
@@ -510,12 +514,10 @@ def mmu_dirty_log_vs_writes(pages: int = 3, rounds: int = 2, mode: str = "dirty-
     finished = Completion("vcpu_stopped")
 
     def vcpu():
-        for g in range(pages):
-            guest_access(v, (g + 1) << 12, WRITE_ACCESS)
+        write_pages(v, 1, pages)
         started.wait_for_completion()
         for r in range(rounds):
-            for g in range(pages):
-                guest_access(v, (g + 1) << 12, WRITE_ACCESS)
+            write_pages(v, 1, pages)
         finished.complete_all()
 
     def harvest():
