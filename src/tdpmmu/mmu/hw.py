@@ -128,16 +128,17 @@ def hardware_walk(vcpu: KvmVcpu, gfn: int, access: str):
     root = vcpu.root
     pt = root.spt
     level = root.role.level
+    pt_by_pfn = kvm.pt_by_pfn
     while True:
-        idx = S.SPTE_INDEX(gfn, level)
+        idx = (gfn >> (9 * (level - 1))) & 511
         spte = pt.read_once(idx)
-        if not S.is_shadow_present_pte(spte):
+        if not spte & S.SPTE_MMU_PRESENT_MASK:
             if S.is_mmio_spte(spte, m):
                 return MMIO           # EPT misconfig: KVM emulates the MMIO access
             return 0
-        if S.is_last_spte(spte, level):
+        if level == 1 or spte & S.PT_PAGE_SIZE_MASK:
             break
-        pt = kvm.pt_by_pfn[S.spte_to_pfn(spte)].spt
+        pt = pt_by_pfn[(spte & S.SPTE_BASE_ADDR_MASK) >> 12].spt
         level -= 1
     writable = S.is_writable_pte(spte)
     executable = S.is_executable_pte(spte, m)

@@ -197,7 +197,9 @@ def _make_wrapper(fn, req, kidx, sidx, params, dying_ok):
                 return fn(*args, **kwargs)
         else:
             def wrapper(*args, **kwargs):
-                _rcu_check(where)
+                ts = traps._EX.current.ext          # inlined _rcu_check (hot path)
+                if ts is None or not ts.rcu_nesting:
+                    lockdep_assert_in_rcu_read_lock(where)
                 return fn(*args, **kwargs)
         return wrapper
 

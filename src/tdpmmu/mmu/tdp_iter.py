@@ -73,11 +73,15 @@ class TdpIter:
                 f" old={self.old_spte:#x}{' yielded' if self.yielded else ''}>")
 
 
+#: shift of a level's GFN span (index 1..5); hot-path tables for SPTE_INDEX and friends
+_SHIFT = (0, 0, 9, 18, 27, 36)
+
+
 @transparent
 def tdp_iter_refresh_sptep(iter: TdpIter) -> None:
-    iter.pt = iter.pt_path[iter.level - 1]
-    iter.idx = S.SPTE_INDEX(iter.gfn, iter.level)
-    iter.old_spte = iter.pt.read_once(iter.idx)
+    iter.pt = pt = iter.pt_path[iter.level - 1]
+    iter.idx = idx = (iter.gfn >> _SHIFT[iter.level]) & 511        # SPTE_INDEX
+    iter.old_spte = pt.read_once(idx)
 
 
 @requires("none", rcu="held", kernel="tdp_iter.c")
@@ -89,7 +93,7 @@ def tdp_iter_restart(iter: TdpIter) -> None:
     iter.yielded = False
     iter.yielded_gfn = iter.next_last_level_gfn
     iter.level = iter.root_level
-    iter.gfn = S.gfn_round_for_level(iter.next_last_level_gfn, iter.level)
+    iter.gfn = iter.next_last_level_gfn & -(1 << _SHIFT[iter.level])   # gfn_round_for_level
     tdp_iter_refresh_sptep(iter)
     iter.valid = True
 
@@ -120,13 +124,14 @@ def try_step_down(iter: TdpIter) -> bool:
     if iter.level == iter.min_level:
         return False
     # Reread: the SPTE may have been changed (e.g. zapped) since the last step.
-    iter.old_spte = iter.pt.read_once(iter.idx)
-    child = spte_to_child_pt(iter.kvm, iter.old_spte, iter.level)
-    if child is None:
+    iter.old_spte = spte = iter.pt.read_once(iter.idx)
+    # spte_to_child_pt, inlined: present and not a leaf
+    if not spte & S.SPTE_MMU_PRESENT_MASK or spte & S.PT_PAGE_SIZE_MASK:
         return False
-    iter.level -= 1
-    iter.pt_path[iter.level - 1] = child
-    iter.gfn = S.gfn_round_for_level(iter.next_last_level_gfn, iter.level)
+    child = iter.kvm.pt_by_pfn[(spte & S.SPTE_BASE_ADDR_MASK) >> 12].spt
+    iter.level = level = iter.level - 1
+    iter.pt_path[level - 1] = child
+    iter.gfn = iter.next_last_level_gfn & -(1 << _SHIFT[level])
     tdp_iter_refresh_sptep(iter)
     return True
 
@@ -139,7 +144,7 @@ def try_step_side(iter: TdpIter) -> bool:
     """
     if iter.idx == S.SPTE_ENT_PER_PAGE - 1:
         return False
-    iter.gfn += S.KVM_PAGES_PER_HPAGE(iter.level)
+    iter.gfn += 1 << _SHIFT[iter.level]
     iter.next_last_level_gfn = iter.gfn
     iter.idx += 1
     iter.old_spte = iter.pt.read_once(iter.idx)
@@ -152,7 +157,7 @@ def try_step_up(iter: TdpIter) -> bool:
     if iter.level == iter.root_level:
         return False
     iter.level += 1
-    iter.gfn = S.gfn_round_for_level(iter.gfn, iter.level)
+    iter.gfn &= -(1 << _SHIFT[iter.level])
     tdp_iter_refresh_sptep(iter)
     return True
 
