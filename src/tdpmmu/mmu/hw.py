@@ -132,7 +132,9 @@ def hardware_walk(vcpu: KvmVcpu, gfn: int, access: str):
     while True:
         idx = (gfn >> (9 * (level - 1))) & 511
         spte = pt.read_once(idx)
-        if not spte & S.SPTE_MMU_PRESENT_MASK:
+        if not spte & S.PT_PRESENT_MASK:
+            # not present to the CPU (EPT: R clear -- includes access-tracked SPTEs,
+            # whose R/X bits KVM saved and cleared; NPT: P clear)
             if S.is_mmio_spte(spte, m):
                 return MMIO           # EPT misconfig: KVM emulates the MMIO access
             return 0
@@ -151,6 +153,7 @@ def hardware_walk(vcpu: KvmVcpu, gfn: int, access: str):
             pt.atomic_or(idx, bits)             # the A/D assist: a locked RMW
         dirty = dirty or access == WRITE_ACCESS
     base = S.gfn_round_for_level(gfn, level)
+    kvm.young_walks[(root.as_id, gfn)] = (pt, idx, S.spte_to_pfn(spte), root)  # aging oracle
     return TlbEntry(base, level, S.spte_to_pfn(spte), writable, executable, root.as_id,
                     (pt, idx), dirty)
 

@@ -160,6 +160,10 @@ class Kvm:
         #: host pages the host has taken back (deleted memslots, migrated pages):
         #: (first pfn, npages, why) -- the host-safety oracle's input
         self.freed_host_ranges: list = []
+        #: aging oracle: (as_id, gfn) -> the leaf a hardware walk used (pt, idx, pfn, root)
+        self.young_walks: dict = {}
+        #: aging oracle: the clear_young / test_young calls in progress
+        self.age_calls: list = []
         self.memslots_generation = 0
         self.vcpus: list = []
         self.stat = KvmVmStat()

@@ -620,6 +620,61 @@ def kvm_host_remap_gfn(kvm: Kvm, as_id: int, gfn: int, new_pfn: int) -> None:
     kvm_mmu_notifier_invalidate_range_end(kvm, gfn, gfn + 1)
 
 
+# -- aging: MMU-notifier clear_young / test_young ----------------------------------------
+
+@requires("none", taken=("rcu",))
+def kvm_age_gfn(kvm: Kvm, as_id: int, start: int, end: int) -> bool:
+    """mmu.c: age a gfn range of one memslot.  Requires: nothing (lockless TDP MMU aging;
+    rmaps, which need the write lock, exist only with shadow paging, not modelled)."""
+    from .tdp_mmu import kvm_tdp_mmu_age_gfn_range
+    return kvm_tdp_mmu_age_gfn_range(kvm, as_id, start, end)
+
+
+@requires("none", taken=("rcu",))
+def kvm_test_age_gfn(kvm: Kvm, as_id: int, start: int, end: int) -> bool:
+    """mmu.c: whether a gfn range of one memslot is young.  Requires: nothing."""
+    from .tdp_mmu import kvm_tdp_mmu_test_age_gfn
+    return kvm_tdp_mmu_test_age_gfn(kvm, as_id, start, end)
+
+
+def _age_range(kvm: Kvm, start: int, end: int, clears: bool) -> bool:
+    call = oracles.aging_begin(kvm, start, end, clears)
+    young = False
+    for as_id, slots in enumerate(kvm.memslots):
+        for slot in slots:
+            lo = max(start, slot.base_gfn)
+            hi = min(end, slot.base_gfn + slot.npages)
+            if lo >= hi:
+                continue
+            if clears:
+                young |= kvm_age_gfn(kvm, as_id, lo, hi)
+            elif kvm_test_age_gfn(kvm, as_id, lo, hi):
+                young = True
+                break
+        if young and not clears:
+            break
+    oracles.aging_end(kvm, call, young)
+    return young
+
+
+@requires("none", kernel="kvm_main.c")
+def kvm_mmu_notifier_clear_young(kvm: Kvm, start: int, end: int) -> bool:
+    """The host's page reclaim asks whether guest frames [start, end) were accessed and
+    makes them old (every memslot, every address space); no TLB flush.
+
+    Requires: mmu_lock not held and not taken (CONFIG_KVM_MMU_LOCKLESS_AGING).
+    Returns: whether any page was young.
+    """
+    return _age_range(kvm, start, end, True)
+
+
+@requires("none", kernel="kvm_main.c")
+def kvm_mmu_notifier_test_young(kvm: Kvm, start: int, end: int) -> bool:
+    """Whether any guest frame of [start, end) is young, changing nothing.
+    Requires: mmu_lock not held and not taken."""
+    return _age_range(kvm, start, end, False)
+
+
 # -- fast page fault (mmu.c) -------------------------------------------------------------
 
 def page_fault_can_be_fast(kvm: Kvm, fault: KvmPageFault) -> bool:
@@ -635,7 +690,7 @@ def is_access_allowed(fault: KvmPageFault, spte: int, m) -> bool:
         return S.is_executable_pte(spte, m)
     if fault.write:
         return S.is_writable_pte(spte)
-    return bool(spte & m.present_mask) or S.is_shadow_present_pte(spte)
+    return bool(spte & S.PT_PRESENT_MASK)     # EPT R / NPT P: clear when access-tracked
 
 
 @requires("none", rcu="held")

@@ -30,6 +30,7 @@ from ..runtime import traps
 from ..runtime.errors import InvariantViolation
 from ..runtime.execution import format_site
 from . import spte as S
+from .mmu_internal import HDR_INVALID
 
 
 class TlbIncoherence(InvariantViolation):
@@ -278,3 +279,79 @@ def check_host_access(vcpu, gfn: int, pfn: int, how: str) -> None:
             raise HostSafetyViolation(
                 f"{vcpu.name} accessed gfn {gfn:#x} -> host pfn {pfn:#x} through {how}, but "
                 f"that page was given back to the host ({why})")
+
+
+class AgingMissedAccess(InvariantViolation):
+    summary = ("an MMU-notifier age (clear_young / test_young) reported a range old although "
+               "the guest accessed a page of it since the last age")
+
+
+class AgeCall:
+    """One clear_young / test_young in progress, with what it must report."""
+    __slots__ = ("start", "end", "clears", "step", "task", "demands", "excused")
+
+    def __init__(self, start: int, end: int, clears: bool):
+        self.start, self.end, self.clears = start, end, clears
+        self.step = traps.now()
+        self.task = traps.current_task().name
+        self.demands: dict = {}
+        self.excused = False
+
+
+def _leaf_intact(kvm, rec) -> bool:
+    """The leaf a walk used is still mapped in a valid root (invalid roots are not aged:
+    the kernel's deliberate choice since late 2024)."""
+    pt, idx, pfn, root = rec
+    if pt.freed or root.spt.freed or root.hdr.vals[HDR_INVALID]:
+        return False
+    spte = pt.vals[idx]
+    return S.is_shadow_present_pte(spte) and S.spte_to_pfn(spte) == pfn
+
+
+def aging_begin(kvm, start: int, end: int, clears: bool) -> AgeCall:
+    """An age of guest frames [start, end) (every address space) starts.  It must report
+    young if a hardware walk since the last age used a leaf that is still there: the
+    walk set its Accessed bit (or found it set)."""
+    call = AgeCall(start, end, clears)
+    for other in kvm.age_calls:
+        if other.start < end and start < other.end:
+            if clears:
+                other.excused = True     # we may clear an A bit it has not reached yet
+            if other.clears:
+                call.excused = True
+    for key, rec in kvm.young_walks.items():
+        if start <= key[1] < end and _leaf_intact(kvm, rec):
+            call.demands[key] = rec
+    kvm.age_calls.append(call)
+    return call
+
+
+def aging_disturbed(kvm, as_id: int, gfn: int, level: int) -> None:
+    """KVM changed an SPTE covering [gfn, gfn + pages(level)) of ``as_id`` while ages run:
+    the Accessed state of those pages may legitimately be lost (zap, replace)."""
+    end = gfn + S.KVM_PAGES_PER_HPAGE(level)
+    for call in kvm.age_calls:
+        for key in [k for k in call.demands if k[0] == as_id and gfn <= k[1] < end]:
+            del call.demands[key]
+
+
+def aging_end(kvm, call: AgeCall, young: bool) -> None:
+    """The age returned ``young``; a clearing age starts a new aging period."""
+    kvm.age_calls.remove(call)
+    if call.clears:
+        for key in [k for k in kvm.young_walks if call.start <= k[1] < call.end]:
+            del kvm.young_walks[key]
+    if young or call.excused:
+        return
+    missed = [(k, r) for k, r in call.demands.items() if _leaf_intact(kvm, r)]
+    if not missed:
+        return
+    (as_id, gfn), rec = missed[0]
+    what = "test_young" if not call.clears else "clear_young"
+    v = AgingMissedAccess(
+        f"{what} of gfns [{call.start:#x}, {call.end:#x}) by {call.task} (from step "
+        f"{call.step}) reported old, but the guest accessed gfn {gfn:#x} (as_id {as_id}) "
+        f"through a leaf SPTE that is still mapped")
+    v.add_evidence("walked", f"{rec[0].name}[{rec[1]}] -> pfn {rec[2]:#x}, now "
+                   f"{rec[0].vals[rec[1]]:#x}")
+    raise v

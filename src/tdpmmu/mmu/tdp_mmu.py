@@ -33,7 +33,7 @@ from ..runtime import traps
 from ..runtime.errors import KernelWarning
 from ..runtime.ops import READ, RMW
 from ..sync import (GFP_ATOMIC, RefCount, alloc_page, call_rcu, cpu_relax, free_page, kzalloc,
-                    lockdep_assert_held, lockdep_assert_held_write, lockdep_is_held_type,
+                    lockdep_assert_held, lockdep_assert_held_write, lockdep_assert_in_rcu_read_lock, lockdep_is_held_type,
                     need_resched, rcu_barrier, rcu_read_lock, rcu_read_unlock, read_lock,
                     read_unlock, spin_lock, spin_unlock, write_lock, write_unlock)
 from . import oracles
@@ -487,6 +487,8 @@ def handle_changed_spte(kvm, as_id: int, gfn: int, old_spte: int, new_spte: int,
             f"{gfn:#x} old {old_spte:#x} new {new_spte:#x} level {level}")
     if old_spte == new_spte:
         return
+    if kvm.age_calls:
+        oracles.aging_disturbed(kvm, as_id, gfn, level)
     if was_leaf:
         oracles.note_leaf_change(kvm, as_id, gfn, old_spte, new_spte, level)
     if is_leaf:
@@ -937,7 +939,7 @@ def _is_access_allowed(fault, spte: int, m) -> bool:
         return S.is_executable_pte(spte, m)
     if fault.write:
         return S.is_writable_pte(spte)
-    return S.is_shadow_present_pte(spte)     # reads: any present leaf (EPT R is set)
+    return bool(spte & S.PT_PRESENT_MASK)    # reads: EPT R / NPT P (clear when access-tracked)
 
 
 @requires("shared", rcu="held")
@@ -1306,6 +1308,94 @@ def kvm_tdp_mmu_clear_dirty_pt_masked(kvm, slot, gfn: int, mask: int, wrprot: bo
     """Requires: mmu_lock held for write.  Every valid root of the slot's address space."""
     for root in __for_each_tdp_mmu_root(kvm, slot.as_id, KVM_VALID_ROOTS):
         clear_dirty_pt_masked(kvm, root, gfn, mask, wrprot)
+
+
+# -- aging (MMU-notifier clear_young / test_young; lockless since v6.15) -----------------
+
+@requires("none", rcu="held")
+def for_each_tdp_mmu_root_rcu(kvm, as_id: int, types: int):
+    """Roots of ``as_id`` matching ``types``, walked under RCU alone: no references are
+    taken, so the body must not yield (v6.15's lockless aging).
+
+    Requires: RCU (asserted on every step): a root unlinked concurrently stays readable
+    until a grace period has passed.
+    """
+    for root in kvm.arch.tdp_mmu_roots.list_for_each_entry_rcu():
+        lockdep_assert_in_rcu_read_lock("for_each_tdp_mmu_root_rcu")
+        if tdp_mmu_root_match(root, types) and (as_id < 0 or root.as_id == as_id):
+            yield root
+
+
+@requires("none", rcu="held")
+def kvm_tdp_mmu_age_spte(kvm, iter: TdpIter) -> None:
+    """Make one leaf SPTE old.
+
+    Requires: RCU only.
+    Why: with A/D bits an atomic AND clears A, so a concurrent hardware A/D assist
+    (a locked OR) is never lost; without, the SPTE is marked for access tracking with one
+    cmpxchg, and a lost cmpxchg just leaves the SPTE young.  No TLB flush (the kernel's
+    documented imprecision: cached translations keep being used without setting A).
+    """
+    m = kvm.masks
+    if S.spte_ad_enabled(iter.old_spte):
+        if traps.defect("age-plain-store"):
+            # a read-modify-write that is not atomic: loses a concurrent A/D assist
+            cur = iter.pt.read_once(iter.idx)
+            iter.pt.write_once(iter.idx, cur & ~m.accessed_mask)
+            iter.old_spte = cur
+            return
+        iter.old_spte = iter.pt.fetch_and(iter.idx, ~m.accessed_mask & S.U64_MASK)
+        return
+    new_spte = S.mark_spte_for_access_track(iter.old_spte, m)
+    __tdp_mmu_set_spte_atomic(kvm, iter, new_spte)
+
+
+@requires("none", taken=("rcu",))
+def __kvm_tdp_mmu_age_gfn_range(kvm, as_id: int, start: int, end: int, test_only: bool) -> bool:
+    """Age (or, with ``test_only``, test) every leaf SPTE of [start, end) in the valid
+    roots of ``as_id``.
+
+    Requires: nothing: mmu_lock is not taken (v6.15); takes RCU for the whole walk.
+    Why: page tables are freed only after a grace period, and every change is atomic
+    against vCPUs, the hardware and lock holders alike.
+    Returns: whether any SPTE was young.
+    """
+    young = False
+    aid = 0 if traps.defect("age-wrong-as-id") else as_id
+    skip_huge = traps.defect("age-skips-huge")
+    rcu_read_lock()
+    for root in for_each_tdp_mmu_root_rcu(kvm, aid, KVM_VALID_ROOTS):
+        for iter in for_each_tdp_pte_min_level(kvm, root, S.PG_LEVEL_4K, start, end):
+            old = iter.old_spte
+            if not S.is_shadow_present_pte(old) or not S.is_last_spte(old, iter.level):
+                continue
+            if skip_huge and iter.level > S.PG_LEVEL_4K:
+                continue
+            if not S.is_accessed_spte(old, kvm.masks):
+                continue
+            if test_only:
+                if traps.defect("test-age-clears"):
+                    kvm_tdp_mmu_age_spte(kvm, iter)
+                rcu_read_unlock()
+                return True
+            young = True
+            kvm_tdp_mmu_age_spte(kvm, iter)
+    rcu_read_unlock()
+    return young
+
+
+@requires("none", taken=("rcu",))
+def kvm_tdp_mmu_age_gfn_range(kvm, as_id: int, start: int, end: int) -> bool:
+    """clear_young: make [start, end) old.  Requires: nothing (lockless).
+    Returns: whether any SPTE was young."""
+    return __kvm_tdp_mmu_age_gfn_range(kvm, as_id, start, end, False)
+
+
+@requires("none", taken=("rcu",))
+def kvm_tdp_mmu_test_age_gfn(kvm, as_id: int, start: int, end: int) -> bool:
+    """test_young: whether any SPTE of [start, end) is young, changing nothing.
+    Requires: nothing (lockless)."""
+    return __kvm_tdp_mmu_age_gfn_range(kvm, as_id, start, end, True)
 
 
 # -- the lockless fast path --------------------------------------------------------------

@@ -565,6 +565,53 @@ def mmu_memslot_delete_vs_faults(vcpus: int = 2):
 
     return run_flows(kvm, vcpu_body, vmm_delete=delete)
 
+@scenario("mmu-aging-vs-access", tags=MMU, dfs_bound=2, max_steps=60_000)
+def mmu_aging_vs_access(vcpus: int = 2):
+    """Host page reclaim ages guest memory (MMU-notifier clear_young / test_young, lockless
+    under RCU since v6.15) while vCPUs access it -- one through a 2M leaf in the normal
+    address space, one through 4K leaves in SMM -- and a range zap removes one of the
+    pages.  Reclaim ages folio by folio, as folio_referenced() does.  Every page a hardware walk marked accessed since the last age must be
+    reported young (the Accessed-bit oracle)."""
+    from ..mmu.mmu import kvm_mmu_notifier_clear_young, kvm_mmu_notifier_test_young
+    kvm = kvm_create_vm()
+    kvm_set_memory_region(kvm, 0, 0, 0, 1024, S.PG_LEVEL_2M)
+    kvm_set_memory_region(kvm, 1, 0, 1024, 1024, S.PG_LEVEL_4K)
+    for _ in range(vcpus):
+        kvm_create_vcpu(kvm)
+
+    touched = [Completion(f"touched{v.vcpu_id}") for v in kvm.vcpus]
+
+    def vcpu_body(v):
+        def run():
+            if v.vcpu_id % 2:
+                kvm_smm_transition(v, True)
+                guest_access(v, 0x420 << 12, WRITE_ACCESS)
+                touched[v.vcpu_id].complete_all()
+                guest_access(v, 0x430 << 12, READ_ACCESS)
+                guest_access(v, 0x421 << 12, READ_ACCESS)
+            else:
+                guest_access(v, 0x10 << 12, READ_ACCESS)
+                touched[v.vcpu_id].complete_all()
+                guest_access(v, 0x11 << 12, WRITE_ACCESS)
+                guest_access(v, 0x200 << 12, READ_ACCESS)
+        return run
+
+    # the host folios reclaim looks at: the two 2M folios of the normal slot, then the
+    # 4K folios the SMM vCPU touches (the SMM slot is at host frames 1024..2047)
+    folios = [(0, 512), (512, 1024), (0x420, 0x421), (0x421, 0x422), (0x430, 0x431)]
+
+    def reclaim():
+        for c in touched:
+            c.wait_for_completion()
+        for age in (kvm_mmu_notifier_test_young, kvm_mmu_notifier_clear_young,
+                    kvm_mmu_notifier_test_young, kvm_mmu_notifier_clear_young):
+            for start, end in folios:
+                age(kvm, start, end)
+
+    return run_flows(kvm, vcpu_body, reclaim=reclaim,
+                     zapper=lambda: kvm_zap_gfn_range(kvm, 0x430, 0x431))
+
+
 NEG = "model negative control"
 register_defect("fault-without-mmu-lock", "page fault maps without taking mmu_lock",
                 "LockNotHeld", ["mmu-faults-vs-zap-all-fast", "mmu-fault-vs-zap-range"],
@@ -642,3 +689,16 @@ register_defect("clear-dirty-log-skips-wrprot", "KVM_CLEAR_DIRTY_LOG forgets to 
                 "the cleared pages", "DirtyLogIncomplete", ["mmu-dirty-log-vs-writes"],
                 "Explore with --param mode=clear-log.", source=NEG,
                 params={"mode": "clear-log"})
+register_defect("age-wrong-as-id", "lockless aging walks the normal address space's roots "
+                "only", "AgingMissedAccess", ["mmu-aging-vs-access"],
+                "The seed's hazard for aging: __kvm_tdp_mmu_age_gfn_range ignores the slot's "
+                "as_id, so pages the guest touched in SMM are reported old and reclaimed as "
+                "cold.", source=NEG)
+register_defect("age-skips-huge", "aging looks at 4K leaves only", "AgingMissedAccess",
+                ["mmu-aging-vs-access"],
+                "Leaves above 4K are skipped: a page accessed through a 2M mapping is "
+                "reported old.", source=NEG)
+register_defect("test-age-clears", "test_young clears the Accessed bit", "AgingMissedAccess",
+                ["mmu-aging-vs-access"],
+                "test_young ages the SPTE it found young: the next clear_young reports the "
+                "page old although the guest accessed it since the last age.", source=NEG)
