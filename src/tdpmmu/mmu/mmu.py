@@ -560,6 +560,17 @@ def kvm_mmu_slot_leaf_clear_dirty(kvm: Kvm, slot) -> None:
 
 # -- MMU notifiers (kvm_main.c) ---------------------------------------------------------
 
+def _memslot_ranges(kvm: Kvm, start: int, end: int):
+    """(as_id, lo, hi) for every memslot of every address space that overlaps host frames
+    [start, end), clipped to it (kvm_handle_hva_range's slot walk)."""
+    for as_id, slots in enumerate(kvm.memslots):
+        for slot in slots:
+            lo = max(start, slot.base_gfn)
+            hi = min(end, slot.base_gfn + slot.npages)
+            if lo < hi:
+                yield as_id, lo, hi
+
+
 @requires("none", takes="write", yields=True, kernel="kvm_main.c")
 def kvm_mmu_notifier_invalidate_range_start(kvm: Kvm, start: int, end: int) -> None:
     """The host is about to change the mapping of guest frames [start, end): open an
@@ -573,12 +584,8 @@ def kvm_mmu_notifier_invalidate_range_start(kvm: Kvm, start: int, end: int) -> N
     kvm_mmu_invalidate_begin(kvm)
     kvm_mmu_invalidate_range_add(kvm, start, end)
     flush = False
-    for as_id, slots in enumerate(kvm.memslots):
-        for slot in slots:
-            lo = max(start, slot.base_gfn)
-            hi = min(end, slot.base_gfn + slot.npages)
-            if lo < hi:
-                flush = kvm_unmap_gfn_range(kvm, as_id, lo, hi, flush)
+    for as_id, lo, hi in _memslot_ranges(kvm, start, end):
+        flush = kvm_unmap_gfn_range(kvm, as_id, lo, hi, flush)
     if flush:
         kvm_flush_remote_tlbs(kvm)
     write_unlock(kvm.mmu_lock)
@@ -640,18 +647,11 @@ def kvm_test_age_gfn(kvm: Kvm, as_id: int, start: int, end: int) -> bool:
 def _age_range(kvm: Kvm, start: int, end: int, clears: bool) -> bool:
     call = oracles.aging_begin(kvm, start, end, clears)
     young = False
-    for as_id, slots in enumerate(kvm.memslots):
-        for slot in slots:
-            lo = max(start, slot.base_gfn)
-            hi = min(end, slot.base_gfn + slot.npages)
-            if lo >= hi:
-                continue
-            if clears:
-                young |= kvm_age_gfn(kvm, as_id, lo, hi)
-            elif kvm_test_age_gfn(kvm, as_id, lo, hi):
-                young = True
-                break
-        if young and not clears:
+    for as_id, lo, hi in _memslot_ranges(kvm, start, end):
+        if clears:
+            young |= kvm_age_gfn(kvm, as_id, lo, hi)
+        elif kvm_test_age_gfn(kvm, as_id, lo, hi):
+            young = True
             break
     oracles.aging_end(kvm, call, young)
     return young
