@@ -37,6 +37,9 @@ KVM_REQ_NAMES = {KVM_REQ_TLB_FLUSH: "KVM_REQ_TLB_FLUSH",
 
 KVM_MEM_LOG_DIRTY_PAGES = 1 << 0
 KVM_MEM_READONLY = 1 << 1
+#: KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 flags (kvm->manual_dirty_log_protect)
+KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE = 1 << 0
+KVM_DIRTY_LOG_INITIALLY_SET = 1 << 1
 #: internal flag: the slot is being deleted or moved (faults on it retry)
 KVM_MEMSLOT_INVALID = 1 << 16
 
@@ -146,6 +149,10 @@ class Kvm:
         #: TDP root level: 4, or 5 with 5-level paging (MAXPHYADDR > 48)
         self.root_level = root_level
         self.nx_huge_page_workaround_enabled = nx_huge_pages
+        #: the eager_page_split module parameter (default Y)
+        self.eager_page_split = True
+        #: KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 as enabled by userspace (0: GET clears)
+        self.manual_dirty_log_protect = 0
         self.mmu_lock = RwLock("mmu_lock")
         self.slots_lock = Mutex("slots_lock")
         self.srcu = SrcuStruct("kvm->srcu")

@@ -34,7 +34,8 @@ from .tdp_mmu import (FAULT_UNDER_WRITE_LOCK, kvm_tdp_mmu_clear_dirty_pt_masked,
                       untrack_possible_nx_huge_page, kvm_mmu_init_tdp_mmu, kvm_mmu_uninit_tdp_mmu,
                       kvm_tdp_mmu_alloc_root, kvm_tdp_mmu_invalidate_roots, kvm_tdp_mmu_map,
                       kvm_tdp_mmu_put_root, kvm_tdp_mmu_zap_all, kvm_tdp_mmu_zap_invalidated_roots,
-                      kvm_tdp_mmu_zap_leafs, root_is_invalid, tdp_mmu_free_sp)
+                      kvm_tdp_mmu_zap_leafs, root_is_invalid, tdp_mmu_free_sp,
+                      kvm_tdp_mmu_recover_huge_pages, kvm_tdp_mmu_try_split_huge_pages)
 
 OUTSIDE_GUEST_MODE = 0
 IN_GUEST_MODE = 1
@@ -201,6 +202,17 @@ def kvm_flush_remote_tlbs_gfn(kvm: Kvm, gfn: int, level: int) -> None:
 
 def kvm_flush_remote_tlbs_range(kvm: Kvm, start: int, npages: int) -> None:
     kvm_flush_remote_tlbs(kvm)
+
+
+@requires("none", held=("slots_lock",))
+def kvm_flush_remote_tlbs_memslot(kvm: Kvm, slot) -> None:
+    """Flush every TLB entry of a memslot's range.
+
+    Requires: slots_lock (any mmu_lock mode, or none): every memslot operation that
+    flushes is serialized by slots_lock, so one operation's flush is seen by the next
+    one on the same slot.
+    """
+    kvm_flush_remote_tlbs_range(kvm, slot.base_gfn, slot.npages)
 
 
 # -- roots -------------------------------------------------------------------------
@@ -772,16 +784,60 @@ def fast_page_fault(vcpu: KvmVcpu, fault: KvmPageFault) -> int:
 
 @requires("none", takes="read", yields=True)
 def kvm_mmu_slot_remove_write_access(kvm: Kvm, slot, min_level: int = S.PG_LEVEL_4K) -> None:
-    """Dirty-log enable without PML: write-protect the slot's SPTEs (MMU-writable kept),
-    then flush.
+    """Dirty-log enable without PML: write-protect the slot's SPTEs (MMU-writable kept).
+    The caller flushes (kvm_mmu_slot_apply_flags flushes the memslot unconditionally).
 
     Requires: mmu_lock not held; takes it for read.
     """
     read_lock(kvm.mmu_lock)
-    changed = kvm_tdp_mmu_wrprot_slot(kvm, slot, min_level)
+    kvm_tdp_mmu_wrprot_slot(kvm, slot, min_level)
     read_unlock(kvm.mmu_lock)
-    if changed:
-        kvm_flush_remote_tlbs(kvm)
+
+
+@requires("none", takes="read", yields=True)
+def kvm_mmu_slot_try_split_huge_pages(kvm: Kvm, slot, target_level: int) -> None:
+    """Eager page splitting when dirty logging is enabled: split the slot's huge pages
+    down to ``target_level`` under the read lock.  No TLB flush: the split tables
+    translate exactly as the huge entries did.
+
+    Requires: mmu_lock not held; takes it for read (``shared`` = true).
+    """
+    read_lock(kvm.mmu_lock)
+    kvm_tdp_mmu_try_split_huge_pages(kvm, slot, slot.base_gfn, slot.base_gfn + slot.npages,
+                                     target_level, True)
+    read_unlock(kvm.mmu_lock)
+
+
+@requires("write", yields=True)
+def kvm_mmu_try_split_huge_pages(kvm: Kvm, slot, start: int, end: int, target_level: int) -> None:
+    """Eager splitting from the CLEAR_DIRTY_LOG path (manual protect + initially set).
+
+    Requires: mmu_lock held for write (``shared`` = false): the caller is already in the
+    write-locked part of the clear.
+    """
+    kvm_tdp_mmu_try_split_huge_pages(kvm, slot, start, end, target_level, False)
+
+
+@requires("none", takes="read", yields=True)
+def kvm_mmu_recover_huge_pages(kvm: Kvm, slot) -> None:
+    """Dirty logging disabled: map the slot with huge pages again, in place.
+
+    Requires: mmu_lock not held; takes it for read.
+    """
+    read_lock(kvm.mmu_lock)
+    kvm_tdp_mmu_recover_huge_pages(kvm, slot)
+    read_unlock(kvm.mmu_lock)
+
+
+@requires("write")
+def kvm_mmu_slot_gfn_write_protect(kvm: Kvm, slot, gfn: int, min_level: int) -> bool:
+    """Remove W and MMU-writable from the leaves at or above ``min_level`` covering
+    ``gfn``.
+
+    Requires: mmu_lock held for write.
+    Returns: whether an SPTE changed.
+    """
+    return kvm_tdp_mmu_write_protect_gfn(kvm, slot, gfn, min_level)
 
 
 @requires("none", takes="write")
@@ -806,20 +862,72 @@ def mark_page_dirty_in_slot(kvm: Kvm, slot, gfn: int) -> None:
         slot.dirty_bitmap.add(gfn)
 
 
+def kvm_dirty_log_manual_protect_and_init_set(kvm: Kvm) -> bool:
+    from .kvm import KVM_DIRTY_LOG_INITIALLY_SET
+    return bool(kvm.manual_dirty_log_protect & KVM_DIRTY_LOG_INITIALLY_SET)
+
+
+@requires("none", held=("slots_lock",), yields=True, kernel="x86.c")
+def kvm_mmu_slot_apply_flags(kvm: Kvm, old_flags: int, new, change: str) -> None:
+    """Commit of a memslot update (kvm_arch_commit_memory_region): act on a change of
+    KVM_MEM_LOG_DIRTY_PAGES of an existing slot.
+
+    Requires: slots_lock held; mmu_lock not held (the callees take it).
+    Why: disabling logging recovers huge pages; enabling it (unless initially-all-set,
+    where every page is already reported dirty) splits huge pages eagerly, write-protects
+    the slot at 4K and flushes the memslot unconditionally.
+    """
+    from .kvm import KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY
+    new_flags = new.flags
+    log_dirty_pages = bool(new_flags & KVM_MEM_LOG_DIRTY_PAGES)
+    if change != "FLAGS_ONLY" or new_flags & KVM_MEM_READONLY:
+        return
+    if WARN(not (old_flags ^ new_flags) & KVM_MEM_LOG_DIRTY_PAGES,
+            "WARN_ON_ONCE in kvm_mmu_slot_apply_flags: flags change without logging toggle"):
+        return
+    if not log_dirty_pages:
+        if not traps.defect("disable-logging-no-recovery"):
+            kvm_mmu_recover_huge_pages(kvm, new)
+        return
+    if kvm_dirty_log_manual_protect_and_init_set(kvm):
+        return
+    if kvm.eager_page_split:
+        kvm_mmu_slot_try_split_huge_pages(kvm, new, S.PG_LEVEL_4K)
+    kvm_mmu_slot_remove_write_access(kvm, new, S.PG_LEVEL_4K)
+    kvm_flush_remote_tlbs_memslot(kvm, new)
+
+
+@requires("none", held=("slots_lock",), yields=True, kernel="kvm_main.c")
 def kvm_set_memslot_dirty_logging(kvm: Kvm, slot, enable: bool) -> None:
-    """KVM_SET_USER_MEMORY_REGION toggling KVM_MEM_LOG_DIRTY_PAGES (slots_lock held by the
-    caller).  Enabling write-protects the slot (MMU-writable kept: the first write to
-    each page faults, the fast path makes it writable again and logs it)."""
+    """KVM_SET_USER_MEMORY_REGION toggling KVM_MEM_LOG_DIRTY_PAGES (a FLAGS_ONLY change):
+    kvm_prepare_memory_region allocates the bitmap (all ones with initially-set),
+    kvm_swap_active_memslots publishes the new flags and waits for SRCU readers (so no
+    fault still uses the old flags), kvm_arch_commit_memory_region applies them.
+
+    Requires: slots_lock held.
+    Deviation: the slot object is updated in place instead of published as a copy; the
+    synchronize_srcu gives the same guarantee to vCPUs (faults hold kvm->srcu).
+    """
     from .kvm import KVM_MEM_LOG_DIRTY_PAGES
+    old_flags = slot.flags
+    if enable == bool(old_flags & KVM_MEM_LOG_DIRTY_PAGES):
+        return
     if enable:
-        slot.dirty_bitmap = set()
-        slot.flags |= KVM_MEM_LOG_DIRTY_PAGES
-        kvm_mmu_slot_remove_write_access(kvm, slot)
-        slot.logging_active = True       # the ioctl returned: writes from now on count
+        bitmap = set()
+        if kvm_dirty_log_manual_protect_and_init_set(kvm):
+            bitmap = set(range(slot.base_gfn, slot.base_gfn + slot.npages))
+        slot.dirty_bitmap = bitmap
+        slot.flags = old_flags | KVM_MEM_LOG_DIRTY_PAGES
     else:
         slot.logging_active = False
-        slot.flags &= ~KVM_MEM_LOG_DIRTY_PAGES
+        slot.flags = old_flags & ~KVM_MEM_LOG_DIRTY_PAGES
         slot.dirty_bitmap = None
+    traps.schedule_point((SYNC, slot, "publish(memslot flags)", None))
+    kvm.memslots_generation += 1
+    kvm.srcu.synchronize_srcu()
+    kvm_mmu_slot_apply_flags(kvm, old_flags, slot, "FLAGS_ONLY")
+    if enable:
+        slot.logging_active = True       # the ioctl returned: writes from now on count
 
 
 @requires("none", takes="write", held=("slots_lock",), kernel="kvm_main.c")
@@ -840,17 +948,37 @@ def kvm_get_dirty_log_protect(kvm: Kvm, slot) -> set:
     return harvested
 
 
+@requires("write", kernel="mmu.c")
+def kvm_arch_mmu_enable_log_dirty_pt_masked(kvm: Kvm, slot, gfn_offset: int, mask: int) -> None:
+    """Re-protect the 4K pages of one 64-page word of the dirty bitmap.  With
+    initially-set, huge pages were never protected: split them eagerly (if enabled) and
+    write-protect at 2M first, so the next write faults and maps 4K.
+
+    Requires: mmu_lock held for write.
+    """
+    if kvm_dirty_log_manual_protect_and_init_set(kvm):
+        start = slot.base_gfn + gfn_offset + (mask & -mask).bit_length() - 1     # __ffs
+        end = slot.base_gfn + gfn_offset + mask.bit_length() - 1                 # __fls
+        if kvm.eager_page_split:
+            kvm_mmu_try_split_huge_pages(kvm, slot, start, end + 1, S.PG_LEVEL_4K)
+        kvm_mmu_slot_gfn_write_protect(kvm, slot, start, S.PG_LEVEL_2M)
+        if S.gfn_round_for_level(start, S.PG_LEVEL_2M) != S.gfn_round_for_level(end, S.PG_LEVEL_2M):
+            kvm_mmu_slot_gfn_write_protect(kvm, slot, end, S.PG_LEVEL_2M)
+    # kvm_mmu_write_protect_pt_masked (no PML)
+    kvm_tdp_mmu_clear_dirty_pt_masked(kvm, slot, slot.base_gfn + gfn_offset, mask, True)
+
+
 def _reprotect(kvm: Kvm, slot, gfns, defect_name: str) -> None:
-    """kvm_arch_mmu_enable_log_dirty_pt_masked for ``gfns`` (64-gfn masks), then flush,
-    under the write lock."""
+    """kvm_arch_mmu_enable_log_dirty_pt_masked for ``gfns``, one 64-page word of the
+    slot's bitmap at a time, then flush, under the write lock."""
+    words: dict[int, int] = {}
+    for g in gfns:
+        off = g - slot.base_gfn
+        words[off & ~63] = words.get(off & ~63, 0) | (1 << (off & 63))
     write_lock(kvm.mmu_lock)
     if not traps.defect(defect_name):
-        for base in sorted({g & ~63 for g in gfns}):
-            mask = 0
-            for g in gfns:
-                if g & ~63 == base:
-                    mask |= 1 << (g - base)
-            kvm_tdp_mmu_clear_dirty_pt_masked(kvm, slot, base, mask, True)
+        for off in sorted(words):
+            kvm_arch_mmu_enable_log_dirty_pt_masked(kvm, slot, off, words[off])
     if gfns:
         kvm_flush_remote_tlbs(kvm)
     write_unlock(kvm.mmu_lock)

@@ -32,7 +32,7 @@ import numpy as np
 from ..runtime import traps
 from ..runtime.errors import KernelWarning
 from ..runtime.ops import READ, RMW
-from ..sync import (GFP_ATOMIC, RefCount, alloc_page, call_rcu, cpu_relax, free_page, kzalloc,
+from ..sync import (GFP_ATOMIC, GFP_KERNEL, RefCount, alloc_page, call_rcu, cpu_relax, free_page, kzalloc,
                     lockdep_assert_held, lockdep_assert_held_write, lockdep_assert_in_rcu_read_lock, lockdep_is_held_type,
                     need_resched, rcu_barrier, rcu_read_lock, rcu_read_unlock, read_lock,
                     read_unlock, spin_lock, spin_unlock, write_lock, write_unlock)
@@ -1308,6 +1308,175 @@ def kvm_tdp_mmu_clear_dirty_pt_masked(kvm, slot, gfn: int, mask: int, wrprot: bo
     """Requires: mmu_lock held for write.  Every valid root of the slot's address space."""
     for root in __for_each_tdp_mmu_root(kvm, slot.as_id, KVM_VALID_ROOTS):
         clear_dirty_pt_masked(kvm, root, gfn, mask, wrprot)
+
+
+# -- eager huge-page splitting (dirty logging) ---------------------------------------
+
+ENOMEM = 12
+
+
+def tdp_mmu_alloc_sp_for_split(kvm) -> KvmMmuPage | None:
+    """A zeroed header and page table, GFP_KERNEL_ACCOUNT: may sleep, so the caller has
+    dropped mmu_lock and RCU (might_sleep checks it).  None on allocation failure."""
+    return _alloc_sp(kvm, GFP_KERNEL)
+
+
+@requires("shared", taken=("rcu",), yields=True)
+def tdp_mmu_split_huge_pages_root(kvm, root: KvmMmuPage, start: int, end: int,
+                                  target_level: int, shared: bool) -> int:
+    """Split every huge leaf of [start, end) above ``target_level`` into one level
+    smaller; pre-order, so a 1G page becomes 512 2M pages which are then split in turn.
+
+    Requires: mmu_lock per ``shared`` (read when enabling dirty logging, write from the
+    CLEAR_DIRTY_LOG path); takes RCU.
+    Why: the page tables are allocated with the lock *dropped* (GFP_KERNEL may sleep);
+    the walk then restarts from the root, and a page another task linked meanwhile
+    (an NX-split fault) leaves the spare table unused.
+    Returns: 0, or -ENOMEM (allocation failed; the lock is held again, RCU is not).
+    """
+    sp = None
+    rcu_read_lock()
+    for iter in for_each_tdp_pte_min_level(kvm, root, target_level + 1, start, end):
+        while True:                                     # "retry:"
+            if tdp_mmu_iter_cond_resched(kvm, iter, False, shared):
+                break
+            if not S.is_shadow_present_pte(iter.old_spte) or not S.is_large_pte(iter.old_spte):
+                break
+            if sp is None:
+                locked = not traps.defect("split-alloc-under-mmu-lock")
+                if locked:
+                    rcu_read_unlock()
+                    (read_unlock if shared else write_unlock)(kvm.mmu_lock)
+                sp = tdp_mmu_alloc_sp_for_split(kvm)
+                if locked:
+                    (read_lock if shared else write_lock)(kvm.mmu_lock)
+                if sp is None:
+                    if not locked:
+                        rcu_read_unlock()
+                    return -ENOMEM
+                if locked:
+                    rcu_read_lock()
+                    traps.cover("split-dropped-lock-to-allocate")
+                iter.yielded = True
+                break                                   # "continue": restart from the root
+            tdp_mmu_init_child_sp(sp, iter)
+            if tdp_mmu_split_huge_page(kvm, iter, sp, shared):
+                traps.cover("split-lost-race")
+                continue                                # "goto retry" (old_spte refreshed)
+            sp = None
+            break
+    rcu_read_unlock()
+    if sp is not None:
+        traps.cover("split-spare-table-freed")
+        tdp_mmu_free_sp(sp)
+    return 0
+
+
+@requires("shared", yields=True)
+def kvm_tdp_mmu_try_split_huge_pages(kvm, slot, start: int, end: int, target_level: int,
+                                     shared: bool) -> None:
+    """Eager page splitting: split the huge pages of [start, end) in every valid root of
+    the slot's address space down to ``target_level``.
+
+    Requires: mmu_lock held, mode matching ``shared`` (kvm_lockdep_assert_mmu_lock_held):
+    the one ``bool shared`` API left in N, because its two callers really hold different
+    modes.
+    Returns: nothing; on -ENOMEM it puts the root it stopped at (an early exit from a
+    yield-safe loop keeps that reference) and gives up.
+    """
+    for root in for_each_valid_tdp_mmu_root_yield_safe(kvm, slot.as_id):
+        r = tdp_mmu_split_huge_pages_root(kvm, root, start, end, target_level, shared)
+        if r:
+            kvm_tdp_mmu_put_root(kvm, root)
+            break
+
+
+# -- huge-page recovery when dirty logging is disabled (in place since v6.13) -------------
+
+EAGAIN = 11
+ENOENT = 2
+
+
+@requires("none", rcu="held")
+def tdp_mmu_make_huge_spte(kvm, parent: TdpIter) -> tuple[int, int]:
+    """The huge SPTE replacing the page table under ``parent``: made from its first
+    present leaf (make_huge_spte keeps that leaf's attributes and clears the low
+    address bits).
+
+    Requires: RCU (the caller's walk); no lock of its own.
+    Returns: (0, huge_spte), (-EAGAIN, 0) when the parent walk should yield first, or
+    (-ENOENT, 0) when the table maps nothing.
+    """
+    child = kvm.pt_by_pfn[S.spte_to_pfn(parent.old_spte)]      # spte_to_child_sp
+    start = parent.gfn
+    end = start + S.KVM_PAGES_PER_HPAGE(parent.level)
+    for it in for_each_tdp_pte(kvm, child, start, end):
+        if not S.is_shadow_present_pte(it.old_spte) or not S.is_last_spte(it.old_spte, it.level):
+            continue                                    # tdp_root_for_each_leaf_pte
+        if tdp_mmu_iter_need_resched(kvm, parent):
+            return -EAGAIN, 0
+        return 0, S.make_huge_spte(it.old_spte, parent.level,
+                                   kvm.nx_huge_page_workaround_enabled, kvm.masks)
+    return -ENOENT, 0
+
+
+@requires("read", taken=("rcu",), yields=True)
+def recover_huge_pages_range(kvm, root: KvmMmuPage, slot) -> None:
+    """Replace each page table of the slot that could be one huge mapping (the slot and
+    host backing allow it) by that huge SPTE, with one cmpxchg; flush the memslot at the
+    end (and before any yield).
+
+    Requires: mmu_lock held for read; takes RCU.
+    Why: vCPUs keep faulting in the range meanwhile; the cmpxchg from the non-leaf
+    value read makes a concurrent change (a fault linking below, a zap) win, and the
+    retry sees it.  The freed table goes through handle_removed_pt as for a zap.
+    """
+    from .kvm import KVM_MEM_LOG_DIRTY_PAGES
+    if WARN(bool(slot.flags & KVM_MEM_LOG_DIRTY_PAGES),
+            "WARN_ON_ONCE in recover_huge_pages_range: slot is dirty-logging"):
+        return
+    start = slot.base_gfn
+    end = start + slot.npages
+    flush = False
+    rcu_read_lock()
+    for iter in for_each_tdp_pte_min_level(kvm, root, S.PG_LEVEL_2M, start, end):
+        while True:                                     # "retry:"
+            if tdp_mmu_iter_cond_resched(kvm, iter, flush, True):
+                flush = False
+                break
+            old = iter.old_spte
+            if iter.level > S.KVM_MAX_HUGEPAGE_LEVEL or not S.is_shadow_present_pte(old):
+                break
+            if S.is_last_spte(old, iter.level):
+                break
+            if iter.gfn < start or iter.gfn >= end:
+                break
+            if slot.max_mapping_level(iter.gfn) < iter.level:
+                break
+            r, huge_spte = tdp_mmu_make_huge_spte(kvm, iter)
+            if r == -EAGAIN:
+                continue
+            if r:
+                break
+            if not tdp_mmu_set_spte_atomic(kvm, iter, huge_spte):
+                traps.cover("recover-lost-race")
+                continue
+            traps.cover("huge-page-recovered")
+            flush = True
+            break
+    if flush and not traps.defect("recover-skips-flush"):
+        _mmu_c.kvm_flush_remote_tlbs_memslot(kvm, slot)
+    rcu_read_unlock()
+
+
+@requires("read", yields=True)
+def kvm_tdp_mmu_recover_huge_pages(kvm, slot) -> None:
+    """Recover huge mappings in every valid root of the slot's address space.
+
+    Requires: mmu_lock held for read.
+    """
+    for root in for_each_valid_tdp_mmu_root_yield_safe(kvm, slot.as_id):
+        recover_huge_pages_range(kvm, root, slot)
 
 
 # -- aging (MMU-notifier clear_young / test_young; lockless since v6.15) -----------------

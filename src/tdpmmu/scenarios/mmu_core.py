@@ -11,6 +11,8 @@ from ..mmu import (EXEC_ACCESS, READ_ACCESS, WRITE_ACCESS, guest_access, kvm_cre
                    kvm_destroy_vm, kvm_mmu_zap_all_fast, kvm_set_memory_region,
                    kvm_smm_transition, kvm_zap_gfn_range)
 from ..mmu import spte as S
+from ..mmu.kvm import KVM_DIRTY_LOG_INITIALLY_SET, KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE
+from ..mmu.mmu import kvm_set_memslot_dirty_logging
 from ..mmu.oracles import check_mmu_structure
 from ..runtime.errors import InvariantViolation
 from ..sync import (Completion, assert_no_leaks, join, mutex_lock, mutex_unlock, rcu_pending_callbacks,
@@ -76,6 +78,13 @@ def zap_all_fast(kvm) -> None:
     """A memslot update's fast zap (the caller holds slots_lock)."""
     mutex_lock(kvm.slots_lock)
     kvm_mmu_zap_all_fast(kvm)
+    mutex_unlock(kvm.slots_lock)
+
+
+def enable_dirty_logging(kvm, slot, enable: bool = True) -> None:
+    """KVM_SET_USER_MEMORY_REGION toggling KVM_MEM_LOG_DIRTY_PAGES (under slots_lock)."""
+    mutex_lock(kvm.slots_lock)
+    kvm_set_memslot_dirty_logging(kvm, slot, enable)
     mutex_unlock(kvm.slots_lock)
 
 
@@ -442,7 +451,6 @@ def mmu_fast_pf_vs_zap(pages: int = 2):
     """Dirty logging is enabled (the slot is write-protected, MMU-writable kept); the
     vCPU's next writes are fixed by the lockless fast page fault (cmpxchg under RCU only)
     while kvm_zap_gfn_range zaps the same pages under the write lock."""
-    from ..mmu.mmu import kvm_mmu_slot_remove_write_access
     kvm = build_vm(1)
     v = kvm.vcpus[0]
     slot = kvm.memslots[0][0]
@@ -457,7 +465,7 @@ def mmu_fast_pf_vs_zap(pages: int = 2):
 
     def dirty_log_enable():
         mapped.wait_for_completion()
-        kvm_mmu_slot_remove_write_access(kvm, slot)
+        enable_dirty_logging(kvm, slot)
         protected.complete_all()
 
     def zapper():
@@ -473,7 +481,7 @@ def mmu_fast_pf_vs_write_track():
     """A page is write-tracked (W and MMU-writable cleared under the write lock, then a
     flush) while the slot is also write-protected for dirty logging; the vCPU's writes to
     it must be emulated, never fixed by the fast path."""
-    from ..mmu.mmu import kvm_mmu_slot_remove_write_access, kvm_slot_page_track_add_page
+    from ..mmu.mmu import kvm_slot_page_track_add_page
     kvm = build_vm(1)
     v = kvm.vcpus[0]
     slot = kvm.memslots[0][0]
@@ -491,7 +499,7 @@ def mmu_fast_pf_vs_write_track():
 
     def dirty_log_enable():
         mapped.wait_for_completion()
-        kvm_mmu_slot_remove_write_access(kvm, slot)
+        enable_dirty_logging(kvm, slot)
 
     return run_flows(kvm, lambda _v: vcpu, write_tracker=tracker, dirty_log=dirty_log_enable)
 
@@ -503,11 +511,13 @@ def mmu_dirty_log_vs_writes(pages: int = 3, rounds: int = 2, mode: str = "dirty-
     (GET_DIRTY_LOG takes the bitmap, re-protects and flushes) or "clear-log" (manual
     protect: GET is a snapshot, CLEAR_DIRTY_LOG clears and re-protects).  Every write must
     show up in a collection."""
-    from ..mmu.mmu import (kvm_clear_dirty_log, kvm_get_dirty_log_manual,
-                           kvm_get_dirty_log_protect, kvm_set_memslot_dirty_logging)
+    from ..mmu.mmu import kvm_clear_dirty_log, kvm_get_dirty_log_manual, kvm_get_dirty_log_protect
     if mode not in ("dirty-log", "clear-log"):
         raise InvariantViolation(f"mode must be dirty-log or clear-log, not {mode!r}")
     kvm = build_vm(1)
+    if mode == "clear-log":
+        kvm.manual_dirty_log_protect = (KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE
+                                        | KVM_DIRTY_LOG_INITIALLY_SET)
     v = kvm.vcpus[0]
     slot = kvm.memslots[0][0]
     started = Completion("logging_enabled")
@@ -529,9 +539,7 @@ def mmu_dirty_log_vs_writes(pages: int = 3, rounds: int = 2, mode: str = "dirty-
         mutex_unlock(kvm.slots_lock)
 
     def vmm():
-        mutex_lock(kvm.slots_lock)
-        kvm_set_memslot_dirty_logging(kvm, slot, True)
-        mutex_unlock(kvm.slots_lock)
+        enable_dirty_logging(kvm, slot)
         started.complete_all()
         for _ in range(rounds):
             harvest()
