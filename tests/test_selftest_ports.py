@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tdpmmu.mmu import EXEC_ACCESS, READ_ACCESS, guest_access
+from tdpmmu.mmu import EXEC_ACCESS, READ_ACCESS, WRITE_ACCESS, guest_access
 from tdpmmu.mmu import spte as S
 from tdpmmu.mmu.mmu import kvm_recover_nx_huge_pages
 
@@ -90,3 +90,76 @@ def test_dirty_log_test_fails_on_broken_variants(mode, defect):
             found = res.failures[0]
             break
     assert found is not None and found.category == "DirtyLogIncomplete"
+
+
+# -- x86/dirty_log_page_splitting_test ------------------------------------------------
+
+from tdpmmu.scenarios.kvm_selftests import SelftestFailure, dirty_log_page_splitting_test  # noqa: E402
+
+#: the fast tier's size: 2 vCPUs x 8 MiB (the real test: 2 x 1 GiB, in the slow tier)
+SCALED_VCPU_PAGES = 2048
+
+
+@pytest.mark.parametrize("manual", [False, True], ids=["get-clears", "manual-initially-set"])
+def test_dirty_log_page_splitting_test(manual):
+    snap, _ = run_single(lambda kvm: dirty_log_page_splitting_test(
+        kvm, manual=manual, vcpu_pages=SCALED_VCPU_PAGES))
+    n = snap["host_num_pages"]
+    assert n == 2 * SCALED_VCPU_PAGES
+    # beyond the selftest's own assertions: the exact counts the kernel produces
+    assert snap["populated"].pages_2m == n // 512 and snap["populated"].pages_4k == 1
+    if manual:
+        assert snap["enabled"].pages_2m == n // 512           # nothing split yet
+        assert snap["clear_pass0"].pages_4k == n + 1          # + the arguments page
+    else:
+        assert snap["enabled"].pages_4k == n + 1
+    assert snap["disabled"].pages_2m == n // 512              # recovered in place
+
+
+def test_eager_split_and_recovery_of_a_1g_page():
+    """selftests.md 1.2's model note, with 1G backing: enabling logging splits the 1G
+    SPTE (-1 pages_1g, +512 pages_2m) and then each 2M one (-1 pages_2m, +512
+    pages_4k); disabling it recovers the 1G mapping in place."""
+    from tdpmmu.scenarios.kvm_selftests import Memstress
+
+    def body(kvm):
+        ms = Memstress(kvm, vcpus=1, vcpu_pages=1 << 18, slots=1, backing=S.PG_LEVEL_1G)
+        v = ms.vcpu_list[0]
+        guest_access(v, ms.base_gfn << 12, READ_ACCESS)
+        seen = [(kvm.stat.pages_4k, kvm.stat.pages_2m, kvm.stat.pages_1g)]
+        ms.enable_dirty_logging()
+        seen.append((kvm.stat.pages_4k, kvm.stat.pages_2m, kvm.stat.pages_1g))
+        ms.disable_dirty_logging()
+        seen.append((kvm.stat.pages_4k, kvm.stat.pages_2m, kvm.stat.pages_1g))
+        guest_access(v, (ms.base_gfn + 12345) << 12, WRITE_ACCESS)
+        seen.append((kvm.stat.pages_4k, kvm.stat.pages_2m, kvm.stat.pages_1g))
+        return seen
+    seen, _ = run_single(body)
+    assert seen == [(0, 0, 1), (1 << 18, 0, 0), (0, 0, 1), (0, 0, 1)]
+
+
+@pytest.mark.parametrize("manual", [False, True], ids=["get-clears", "manual-initially-set"])
+def test_dirty_log_page_splitting_test_fails_without_recovery(manual):
+    with pytest.raises(SelftestFailure, match="stats_populated.pages_2m, stats_repopulated"):
+        run_single(lambda kvm: dirty_log_page_splitting_test(
+            kvm, manual=manual, vcpu_pages=SCALED_VCPU_PAGES),
+            defects=("disable-logging-no-recovery",))
+
+
+def test_dirty_log_page_splitting_test_needs_eager_split():
+    """The selftest requires eager_page_split=Y: without it nothing is split when logging
+    is enabled and its assertion fails (the model's module parameter, not a defect)."""
+    def body(kvm):
+        kvm.eager_page_split = False
+        return dirty_log_page_splitting_test(kvm, manual=False, vcpu_pages=SCALED_VCPU_PAGES)
+    with pytest.raises(SelftestFailure, match="stats_dirty_logging_enabled.hugepages, 0"):
+        run_single(body)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("manual", [False, True], ids=["get-clears", "manual-initially-set"])
+def test_dirty_log_page_splitting_test_real_size(manual):
+    """The selftest's own size: 2 vCPUs x 1 GiB, 524,288 host pages in 2M hugetlb."""
+    snap, _ = run_single(lambda kvm: dirty_log_page_splitting_test(kvm, manual=manual))
+    assert snap["host_num_pages"] == 524_288
+    assert snap["populated"].pages_2m == 1024 and snap["repopulated"].pages_2m == 1024

@@ -79,9 +79,31 @@ def _needs_flush(old: int, new: int, level: int, m) -> bool:
     return False
 
 
+def _same_translation_split(kvm, old: int, new: int, level: int) -> bool:
+    """``new`` links a table that maps exactly what the huge leaf ``old`` mapped, with at
+    least its rights (a huge-page split): a vCPU that cached ``old`` translates the same,
+    which is why splitting never flushes."""
+    if not (S.is_shadow_present_pte(new) and not S.is_last_spte(new, level)):
+        return False
+    child = kvm.pt_by_pfn.get(S.spte_to_pfn(new))
+    if child is None:
+        return False
+    step = S.KVM_PAGES_PER_HPAGE(level - 1)
+    base = S.spte_to_pfn(old)
+    for i, c in enumerate(child.spt.vals):
+        if (not S.is_shadow_present_pte(c) or not S.is_last_spte(c, level - 1)
+                or S.spte_to_pfn(c) != base + i * step
+                or (S.is_writable_pte(old) and not S.is_writable_pte(c)
+                    and S.leaf_spte_change_needs_tlb_flush(old, c, kvm.masks))):
+            return False
+    return True
+
+
 def note_leaf_change(kvm, as_id: int, gfn: int, old: int, new: int, level: int) -> None:
     """Called by handle_changed_spte for every SPTE change."""
     if not _needs_flush(old, new, level, kvm.masks):
+        return
+    if _same_translation_split(kvm, old, new, level):
         return
     task = traps.current_task()
     kvm.pending_flushes.append(PendingFlush(as_id, gfn, S.KVM_PAGES_PER_HPAGE(level), old,

@@ -620,6 +620,57 @@ def mmu_aging_vs_access(vcpus: int = 2):
                      zapper=lambda: kvm_zap_gfn_range(kvm, 0x430, 0x431))
 
 
+@scenario("mmu-eager-split-vs-fault-vs-zap", tags=MMU, dfs_bound=1, max_steps=120_000,
+          key_branches=("split-dropped-lock-to-allocate", "huge-page-recovered"))
+def mmu_eager_split_vs_fault_vs_zap(vcpus: int = 2):
+    """Live migration on 2M-backed memory: the VMM enables dirty logging (eager split of
+    the huge pages under the read lock, dropping it to allocate each table; then
+    write-protection at 4K and a memslot flush), collects the log once, and disables
+    logging again (huge pages recovered in place) -- while vCPUs keep writing through the
+    huge mappings (the CPU sets Dirty bits), fault and fast-fault at 4K, and a range zap
+    (an MMU-notifier-like invalidation) hits the huge page or one of its 4K pages."""
+    from ..mmu.mmu import kvm_get_dirty_log_protect
+    kvm = kvm_create_vm()
+    slot = kvm_set_memory_region(kvm, 0, 0, 0, 512, S.PG_LEVEL_2M)
+    for _ in range(vcpus):
+        kvm_create_vcpu(kvm)
+    mapped = [Completion(f"mapped{v.vcpu_id}") for v in kvm.vcpus]
+    logging = Completion("logging_enabled")
+    harvested = Completion("log_harvested")
+    disabled = Completion("logging_disabled")
+
+    def vcpu_body(v):
+        def run():
+            base = 8 * v.vcpu_id                                # one 2M page, 4K apart
+            guest_access(v, (base + 0x10) << 12, READ_ACCESS)   # a writable 2M leaf
+            mapped[v.vcpu_id].complete_all()
+            guest_access(v, (base + 0x11) << 12, WRITE_ACCESS)  # through the huge mapping,
+            logging.wait_for_completion()                       # maybe while it is split
+            guest_access(v, (base + 0x12) << 12, WRITE_ACCESS)  # 4K: fault or fast fault
+            harvested.wait_for_completion()
+            guest_access(v, (base + 0x12) << 12, WRITE_ACCESS)  # again, re-protected meanwhile
+            disabled.wait_for_completion()
+            guest_access(v, (base + 0x12) << 12, WRITE_ACCESS)  # huge again (or racing a zap)
+        return run
+
+    def vmm():
+        for c in mapped:
+            c.wait_for_completion()
+        enable_dirty_logging(kvm, slot)
+        logging.complete_all()
+        mutex_lock(kvm.slots_lock)
+        kvm_get_dirty_log_protect(kvm, slot)
+        mutex_unlock(kvm.slots_lock)
+        harvested.complete_all()
+        enable_dirty_logging(kvm, slot, False)
+        disabled.complete_all()
+
+    def zapper():
+        mapped[-1].wait_for_completion()
+        kvm_zap_gfn_range(kvm, 0x1f0, 0x1f1)
+
+    return run_flows(kvm, vcpu_body, vmm=vmm, zapper=zapper)
+
 NEG = "model negative control"
 register_defect("fault-without-mmu-lock", "page fault maps without taking mmu_lock",
                 "LockNotHeld", ["mmu-faults-vs-zap-all-fast", "mmu-fault-vs-zap-range"],
@@ -710,3 +761,19 @@ register_defect("test-age-clears", "test_young clears the Accessed bit", "AgingM
                 ["mmu-aging-vs-access"],
                 "test_young ages the SPTE it found young: the next clear_young reports the "
                 "page old although the guest accessed it since the last age.", source=NEG)
+register_defect("split-alloc-under-mmu-lock", "eager splitting allocates page tables with "
+                "mmu_lock held", "SleepInAtomic", ["mmu-eager-split-vs-fault-vs-zap"],
+                "tdp_mmu_split_huge_pages_root calls the sleeping GFP_KERNEL allocation "
+                "without dropping mmu_lock and RCU first.", source=NEG)
+register_defect("recover-skips-flush", "huge-page recovery does not flush", "TlbIncoherence",
+                ["mmu-eager-split-vs-fault-vs-zap"],
+                "recover_huge_pages_range replaces page tables by huge SPTEs and frees the "
+                "tables without kvm_flush_remote_tlbs_memslot: a vCPU keeps writing through a "
+                "cached 4K translation the new huge SPTE does not grant (and the hardware "
+                "may still walk the freed table).", source=NEG)
+register_defect("disable-logging-no-recovery", "disabling dirty logging leaves the slot "
+                "mapped at 4K", "none", [],
+                "A broken variant for the dirty_log_page_splitting_test port: "
+                "kvm_mmu_slot_apply_flags skips kvm_mmu_recover_huge_pages, so huge pages "
+                "never come back (tests/test_selftest_ports.py).",
+                source="selftest-port variant")

@@ -1,0 +1,193 @@
+"""KVM selftests ported to the model: the VM layouts and guest/host sequences of
+tools/testing/selftests/kvm (shared/reference/selftests.md section 1), with their exact
+assertions.  Each port is a function of a VM built in a running execution (a test
+task, or a benchmark), so tests, benchmarks and scenarios share one copy.
+
+The memstress harness (lib/memstress.c) is modelled by :class:`Memstress`: slot 0
+holds the guest's code and shared arguments (4K only: the harness marks it
+MADV_NOHUGEPAGE), the test region is split evenly into ``slots`` memslots numbered
+from 1, and one "iteration" is each vCPU reading its arguments and then touching the
+first bytes of every 4K page of its range (overlapped: the whole region).  vCPUs run
+one after the other in an iteration (the harness waits for all of them between
+iterations, so their order does not matter to what the tests assert).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..mmu import READ_ACCESS, WRITE_ACCESS, guest_access, kvm_create_vcpu, kvm_set_memory_region
+from ..mmu import spte as S
+from ..mmu.kvm import KVM_DIRTY_LOG_INITIALLY_SET, KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE
+from ..mmu.mmu import (kvm_clear_dirty_log, kvm_get_dirty_log_manual, kvm_get_dirty_log_protect,
+                       kvm_set_memslot_dirty_logging)
+from ..runtime.errors import InvariantViolation
+from ..sync import mutex_lock, mutex_unlock
+
+GIB = 1 << 30
+#: memstress places the test region at the top of the guest physical address space; the
+#: model puts it at 4 GiB (above the APIC-access page), which changes no assertion
+TEST_REGION_GPA = 4 * GIB
+
+
+class SelftestFailure(InvariantViolation):
+    """A ported selftest's TEST_ASSERT failed (the message is the selftest's)."""
+
+
+def TEST_ASSERT(cond: bool, msg: str) -> None:
+    if not cond:
+        raise SelftestFailure(msg)
+
+
+def TEST_ASSERT_EQ(a, b, what: str) -> None:
+    if a != b:
+        raise SelftestFailure(f"ASSERT_EQ({what}) failed: {a} != {b}")
+
+
+@dataclass
+class PageStats:
+    """struct kvm_page_stats of the selftest (vm_get_stat of the binary stats fd)."""
+
+    pages_4k: int
+    pages_2m: int
+    pages_1g: int
+    label: str = ""
+
+    @property
+    def hugepages(self) -> int:
+        return self.pages_2m + self.pages_1g
+
+    @classmethod
+    def of(cls, kvm, label: str) -> "PageStats":
+        return cls(kvm.stat.pages_4k, kvm.stat.pages_2m, kvm.stat.pages_1g, label)
+
+
+@dataclass
+class Memstress:
+    """memstress_create_vm: ``vcpus`` vCPUs, ``vcpu_pages`` 4K pages each, ``slots``
+    data memslots with host backing ``backing`` (PG_LEVEL_2M = anonymous_hugetlb)."""
+
+    kvm: object
+    vcpus: int
+    vcpu_pages: int
+    slots: int = 1
+    backing: int = S.PG_LEVEL_4K
+    overlapped: bool = True
+    args_pages: int = 1
+    vcpu_list: list = field(default_factory=list)
+    data_slots: list = field(default_factory=list)
+
+    def __post_init__(self):
+        kvm = self.kvm
+        self.code_slot = kvm_set_memory_region(kvm, 0, 0, 0, 512, S.PG_LEVEL_4K)
+        total = self.vcpus * self.vcpu_pages
+        if total % self.slots:
+            raise SelftestFailure(f"{total} pages do not split into {self.slots} slots")
+        per_slot = total // self.slots
+        base = TEST_REGION_GPA >> S.PAGE_SHIFT
+        for i in range(self.slots):
+            self.data_slots.append(kvm_set_memory_region(kvm, 0, 1 + i, base + i * per_slot,
+                                                         per_slot, self.backing))
+        self.base_gfn = base
+        self.host_num_pages = total
+        self.pages_per_slot = per_slot
+        self.vcpu_list = [kvm_create_vcpu(kvm) for _ in range(self.vcpus)]
+
+    def vcpu_range(self, i: int) -> range:
+        if self.overlapped:
+            return range(self.base_gfn, self.base_gfn + self.host_num_pages)
+        first = self.base_gfn + i * self.vcpu_pages
+        return range(first, first + self.vcpu_pages)
+
+    def run_vcpu_iteration(self, write: bool = True) -> None:
+        """Every vCPU reads its arguments (slot 0) and touches each page of its range."""
+        access = WRITE_ACCESS if write else READ_ACCESS
+        for i, v in enumerate(self.vcpu_list):
+            for g in range(self.args_pages):
+                guest_access(v, (16 + g) << S.PAGE_SHIFT, READ_ACCESS)
+            for gfn in self.vcpu_range(i):
+                guest_access(v, gfn << S.PAGE_SHIFT, access)
+
+    def _slots_locked(self, fn) -> None:
+        mutex_lock(self.kvm.slots_lock)
+        for slot in self.data_slots:
+            fn(slot)
+        mutex_unlock(self.kvm.slots_lock)
+
+    def enable_dirty_logging(self) -> None:
+        self._slots_locked(lambda s: kvm_set_memslot_dirty_logging(self.kvm, s, True))
+
+    def disable_dirty_logging(self) -> None:
+        self._slots_locked(lambda s: kvm_set_memslot_dirty_logging(self.kvm, s, False))
+
+    def get_dirty_log(self) -> list[set]:
+        """memstress_get_dirty_log: one bitmap per slot (GET clears and re-protects
+        unless manual protect is enabled)."""
+        out = []
+        manual = self.kvm.manual_dirty_log_protect & KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE
+        get = kvm_get_dirty_log_manual if manual else kvm_get_dirty_log_protect
+        self._slots_locked(lambda s: out.append(get(self.kvm, s)))
+        return out
+
+    def clear_dirty_log(self, bitmaps: list[set]) -> None:
+        """memstress_clear_dirty_log over each whole slot, with the bitmaps from GET."""
+        it = iter(bitmaps)
+        self._slots_locked(lambda s: kvm_clear_dirty_log(self.kvm, s, next(it)))
+
+
+DIRTY_LOG_PAGE_SPLITTING_ITERATIONS = 2
+
+
+def dirty_log_page_splitting_test(kvm, *, manual: bool, vcpu_pages: int = GIB >> 12,
+                                  backing: int = S.PG_LEVEL_2M) -> dict:
+    """x86/dirty_log_page_splitting_test.c run_test(): 2 vCPUs, 2 data slots, overlapped
+    writes; populate, enable logging, two dirty passes (GET, and CLEAR in manual mode),
+    disable logging, repopulate.  Checks the test's assertions and returns the stats
+    snapshots by label (and ``host_num_pages``)."""
+    if manual:
+        kvm.manual_dirty_log_protect = (KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE
+                                        | KVM_DIRTY_LOG_INITIALLY_SET)
+    ms = Memstress(kvm, vcpus=2, vcpu_pages=vcpu_pages, slots=2, backing=backing)
+    host_num_pages = ms.host_num_pages
+    TEST_ASSERT_EQ(host_num_pages, ms.pages_per_slot * 2, "host_num_pages, pages_per_slot * SLOTS")
+    TEST_ASSERT(host_num_pages % 512 == 0,
+                f"Number of pages, '{host_num_pages}' not a multiple of 2MiB")
+    snap: dict = {"host_num_pages": host_num_pages}
+    ms.run_vcpu_iteration()
+    snap["populated"] = PageStats.of(kvm, "populating memory")
+    ms.enable_dirty_logging()
+    snap["enabled"] = PageStats.of(kvm, "enabling dirty logging")
+    for it in range(DIRTY_LOG_PAGE_SPLITTING_ITERATIONS):
+        ms.run_vcpu_iteration()
+        snap[f"dirty_pass{it}"] = PageStats.of(kvm, "dirtying memory")
+        bitmaps = ms.get_dirty_log()
+        if manual:
+            ms.clear_dirty_log(bitmaps)
+            snap[f"clear_pass{it}"] = PageStats.of(kvm, "clearing dirty log")
+    ms.disable_dirty_logging()
+    snap["disabled"] = PageStats.of(kvm, "disabling dirty logging")
+    ms.run_vcpu_iteration()
+    snap["repopulated"] = PageStats.of(kvm, "repopulating memory")
+
+    populated, enabled, repop = snap["populated"], snap["enabled"], snap["repopulated"]
+    TEST_ASSERT_EQ(populated.pages_2m * 512 + populated.pages_1g * 512 * 512, host_num_pages,
+                   "stats_populated.pages_2m * 512 + stats_populated.pages_1g * 512 * 512, "
+                   "host_num_pages")
+    if manual:
+        clear0 = snap["clear_pass0"]
+        TEST_ASSERT_EQ(clear0.hugepages, 0, "stats_clear_pass[0].hugepages, 0")
+        TEST_ASSERT(clear0.pages_4k >= host_num_pages,
+                    f"Expected at least '{host_num_pages}' 4KiB pages, found only "
+                    f"'{clear0.pages_4k}'")
+        TEST_ASSERT_EQ(enabled.hugepages, populated.hugepages,
+                       "stats_dirty_logging_enabled.hugepages, stats_populated.hugepages")
+    else:
+        TEST_ASSERT_EQ(enabled.hugepages, 0, "stats_dirty_logging_enabled.hugepages, 0")
+        TEST_ASSERT(enabled.pages_4k >= host_num_pages,
+                    f"Expected at least '{host_num_pages}' 4KiB pages, found only "
+                    f"'{enabled.pages_4k}'")
+    TEST_ASSERT_EQ(populated.pages_2m, repop.pages_2m,
+                   "stats_populated.pages_2m, stats_repopulated.pages_2m")
+    TEST_ASSERT_EQ(populated.pages_1g, repop.pages_1g,
+                   "stats_populated.pages_1g, stats_repopulated.pages_1g")
+    return snap
