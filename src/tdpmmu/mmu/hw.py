@@ -30,7 +30,7 @@ from .mmu import (IN_GUEST_MODE, OUTSIDE_GUEST_MODE, kvm_check_request, kvm_requ
                   kvm_mmu_free_obsolete_roots, kvm_mmu_page_fault, kvm_mmu_reload,
                   kvm_mmu_unload)
 from .locking import requires
-from .mmu_internal import (PFERR_FETCH_MASK, PFERR_PRESENT_MASK, PFERR_WRITE_MASK,
+from .mmu_internal import (PFERR_FETCH_MASK, PFERR_PRESENT_MASK, PFERR_RSVD_MASK, PFERR_WRITE_MASK,
                            RET_PF_EMULATE, RET_PF_WRITE_PROTECTED)
 
 READ_ACCESS = "r"
@@ -199,17 +199,17 @@ def guest_access(vcpu: KvmVcpu, gpa: int, access: str = READ_ACCESS) -> int | No
             if isinstance(w, TlbEntry):
                 e = w
                 vcpu.tlb.insert(e)
-            elif w == MMIO:
-                vcpu_exit_guest(vcpu)
-                return None
             else:
                 vcpu_exit_guest(vcpu)
-                code = w | (PFERR_WRITE_MASK if access == WRITE_ACCESS else 0) | (
+                code = (PFERR_RSVD_MASK if w == MMIO else w) | (
+                    PFERR_WRITE_MASK if access == WRITE_ACCESS else 0) | (
                     PFERR_FETCH_MASK if access == EXEC_ACCESS else 0)
                 idx = srcu_read_lock(vcpu.kvm.srcu)
                 r = kvm_mmu_page_fault(vcpu, gpa, code)
                 srcu_read_unlock(vcpu.kvm.srcu, idx)
                 if r in (RET_PF_EMULATE, RET_PF_WRITE_PROTECTED):
+                    if w == MMIO:     # the CPU met an MMIO SPTE and KVM emulated MMIO
+                        oracles.check_host_access(vcpu, gfn, None, "an MMIO SPTE")
                     return None       # emulated (MMIO, or a write-tracked page)
                 cond_resched()
                 continue

@@ -149,6 +149,12 @@ class Kvm:
         #: TDP root level: 4, or 5 with 5-level paging (MAXPHYADDR > 48)
         self.root_level = root_level
         self.nx_huge_page_workaround_enabled = nx_huge_pages
+        #: KVM_X86_QUIRK_SLOT_ZAP_ALL (default on): deleting or moving a memslot zaps
+        #: everything (kvm_mmu_zap_all_fast) instead of just the slot's range
+        self.slot_zap_all_quirk = True
+        #: memslot DELETE/MOVE updates between invalidation and the final publication
+        #: (oracles: the translation of a gfn may legitimately change meanwhile)
+        self.memslot_updates_in_progress = 0
         #: the eager_page_split module parameter (default Y)
         self.eager_page_split = True
         #: KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 as enabled by userspace (0: GET clears)
@@ -172,6 +178,8 @@ class Kvm:
         #: aging oracle: the clear_young / test_young calls in progress
         self.age_calls: list = []
         self.memslots_generation = 0
+        #: host memory regions handed out so far (each memslot gets a fresh one)
+        self.host_regions = 0
         self.vcpus: list = []
         self.stat = KvmVmStat()
         #: page_private: pfn of a page table -> its kvm_mmu_page

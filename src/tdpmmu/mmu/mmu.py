@@ -24,6 +24,7 @@ from .kvm import (HOST_PFN_ALIGN, HOST_PFN_BASE, KVM_REQ_MMU_FREE_OBSOLETE_ROOTS
                   KVM_REQ_TLB_FLUSH, Kvm, KvmMemorySlot, KvmVcpu)
 from .locking import requires, transparent
 from .mmu_internal import (HDR_NX, KVM_DIRECT_ROOTS, PFERR_FETCH_MASK, PFERR_PRESENT_MASK,
+                           PFERR_RSVD_MASK,
                            PFERR_USER_MASK, PFERR_WRITE_MASK, RET_PF_CONTINUE, RET_PF_EMULATE,
                            RET_PF_FIXED, RET_PF_INVALID, RET_PF_RETRY, RET_PF_SPURIOUS,
                            RET_PF_WRITE_PROTECTED, KvmPageFault)
@@ -62,16 +63,43 @@ def kvm_create_vcpu(kvm: Kvm) -> KvmVcpu:
     return vcpu
 
 
+def _new_memslot(kvm: Kvm, as_id: int, slot_id: int, base_gfn: int, npages: int,
+                 backing_level: int, flags: int) -> KvmMemorySlot:
+    """A memslot backed by fresh host memory (never handed out before), aligned like the
+    guest range so it can be mapped with pages up to its backing size."""
+    kvm.host_regions += 1
+    host = HOST_PFN_BASE + HOST_PFN_ALIGN * kvm.host_regions * 4 + base_gfn % HOST_PFN_ALIGN
+    return KvmMemorySlot(as_id, slot_id, base_gfn, npages, host, backing_level, flags)
+
+
 def kvm_set_memory_region(kvm: Kvm, as_id: int, slot_id: int, base_gfn: int, npages: int,
                           backing_level: int = S.PG_LEVEL_4K, flags: int = 0) -> KvmMemorySlot:
-    """Create a memslot in one address space (part 1: creation only), backed by host
-    memory made of pages of ``backing_level`` (4K/2M/1G) aligned like the guest range."""
-    host = HOST_PFN_BASE + HOST_PFN_ALIGN * (1 + sum(len(s) for s in kvm.memslots)) * 4
-    host += base_gfn % HOST_PFN_ALIGN
-    slot = KvmMemorySlot(as_id, slot_id, base_gfn, npages, host, backing_level, flags)
+    """Create a memslot while setting the VM up (before any task runs), backed by host
+    memory made of pages of ``backing_level`` (4K/2M/1G).  At run time use
+    :func:`kvm_create_memslot`."""
+    slot = _new_memslot(kvm, as_id, slot_id, base_gfn, npages, backing_level, flags)
     kvm.memslots[as_id].append(slot)
     kvm.memslots_cell.vals[as_id] = tuple(kvm.memslots[as_id])   # before any vCPU runs
     kvm.memslots_generation += 2      # advances by the number of address spaces
+    return slot
+
+
+@requires("none", held=("slots_lock",), yields=True, kernel="kvm_main.c")
+def kvm_create_memslot(kvm: Kvm, as_id: int, slot_id: int, base_gfn: int, npages: int,
+                       backing_level: int = S.PG_LEVEL_4K, flags: int = 0) -> KvmMemorySlot:
+    """KVM_SET_USER_MEMORY_REGION creating a slot while vCPUs run (kvm_set_memslot,
+    CREATE): publish the new memslots (a new generation: MMIO SPTEs made before it are
+    stale) and wait for SRCU readers.
+
+    Requires: slots_lock held.
+    """
+    slot = _new_memslot(kvm, as_id, slot_id, base_gfn, npages, backing_level, flags)
+    from .kvm import KVM_MEM_LOG_DIRTY_PAGES
+    if flags & KVM_MEM_LOG_DIRTY_PAGES:
+        slot.dirty_bitmap = set()
+        slot.logging_active = True
+    _publish_memslots(kvm, as_id, kvm.memslots[as_id] + [slot])
+    kvm.srcu.synchronize_srcu()
     return slot
 
 
@@ -92,30 +120,101 @@ def _publish_memslots(kvm: Kvm, as_id: int, slots) -> None:
 
 
 @requires("none", held=("slots_lock",), yields=True, kernel="kvm_main.c")
-def kvm_delete_memslot(kvm: Kvm, slot) -> None:
-    """KVM_SET_USER_MEMORY_REGION with size 0 (kvm_set_memslot, DELETE): publish the slot
-    as INVALID, wait for SRCU readers, flush its SPTEs (kvm_arch_flush_shadow_memslot:
-    kvm_mmu_zap_all_fast, the default VMs' SLOT_ZAP_ALL quirk), publish the memslots
-    without it, wait for SRCU readers again; then the host may reuse the memory.
+def kvm_invalidate_memslot(kvm: Kvm, slot):
+    """First half of a DELETE or MOVE: publish the slot as INVALID (faults on it retry),
+    wait for SRCU readers, then zap its SPTEs (kvm_arch_flush_shadow_memslot).
 
     Requires: slots_lock held.
+    Returns: the INVALID copy, still published.
     """
     from dataclasses import replace
     from .kvm import KVM_MEMSLOT_INVALID
     as_id = slot.as_id
+    kvm.memslot_updates_in_progress += 1
     invalid = replace(slot, flags=slot.flags | KVM_MEMSLOT_INVALID)
     _publish_memslots(kvm, as_id, [invalid if s is slot else s for s in kvm.memslots[as_id]])
     kvm.srcu.synchronize_srcu()
     if not traps.defect("flush-shadow-memslot-skipped"):
         kvm_arch_flush_shadow_memslot(kvm, slot)
-    _publish_memslots(kvm, as_id, [s for s in kvm.memslots[as_id] if s is not invalid])
+    return invalid
+
+
+@requires("none", held=("slots_lock",), yields=True, kernel="kvm_main.c")
+def kvm_delete_memslot(kvm: Kvm, slot) -> None:
+    """KVM_SET_USER_MEMORY_REGION with size 0 (kvm_set_memslot, DELETE): invalidate and
+    zap the slot, publish the memslots without it, wait for SRCU readers; then the host
+    may reuse the memory.
+
+    Requires: slots_lock held.
+    """
+    invalid = kvm_invalidate_memslot(kvm, slot)
+    _publish_memslots(kvm, slot.as_id, [s for s in kvm.memslots[slot.as_id] if s is not invalid])
     kvm.srcu.synchronize_srcu()
+    kvm.memslot_updates_in_progress -= 1
     kvm.freed_host_ranges.append((slot.host_pfn, slot.npages, f"memslot {slot.name} deleted"))
 
 
+@requires("none", held=("slots_lock",), yields=True, kernel="kvm_main.c")
+def kvm_move_memslot(kvm: Kvm, slot, new_base_gfn: int) -> KvmMemorySlot:
+    """KVM_SET_USER_MEMORY_REGION changing guest_phys_addr (kvm_set_memslot, MOVE): the
+    same host memory appears at another gfn.  Invalidate and zap the old slot, publish
+    the moved one, wait for SRCU readers.
+
+    Requires: slots_lock held.
+    Returns: the new (moved) memslot; ``slot`` is gone from the memslots.
+    """
+    from dataclasses import replace
+    invalid = kvm_invalidate_memslot(kvm, slot)
+    moved = replace(slot, base_gfn=new_base_gfn, remapped=dict(slot.remapped),
+                    dirty_writes=[])
+    _publish_memslots(kvm, slot.as_id, [moved if s is invalid else s
+                                        for s in kvm.memslots[slot.as_id]])
+    kvm.srcu.synchronize_srcu()
+    kvm.memslot_updates_in_progress -= 1
+    return moved
+
+
+EINVAL = 22
+
+
+@requires("none", held=("slots_lock",), yields=True, kernel="kvm_main.c")
+def kvm_change_memslot_flags(kvm: Kvm, slot, flags: int) -> int:
+    """KVM_SET_USER_MEMORY_REGION of an existing slot with new flags (FLAGS_ONLY).
+
+    Requires: slots_lock held.
+    Returns: 0, or -EINVAL: KVM_MEM_READONLY can only be chosen when a slot is created
+    (kvm_main.c refuses to toggle it), and unknown flags are refused.
+    """
+    from .kvm import KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY
+    if flags & ~(KVM_MEM_LOG_DIRTY_PAGES | KVM_MEM_READONLY):
+        return -EINVAL
+    if (flags ^ slot.flags) & KVM_MEM_READONLY:
+        return -EINVAL
+    kvm_set_memslot_dirty_logging(kvm, slot, bool(flags & KVM_MEM_LOG_DIRTY_PAGES))
+    return 0
+
+
 def kvm_arch_flush_shadow_memslot(kvm: Kvm, slot) -> None:
-    """Default VMs keep KVM_X86_QUIRK_SLOT_ZAP_ALL: zap everything (fast)."""
-    kvm_mmu_zap_all_fast(kvm)
+    """With KVM_X86_QUIRK_SLOT_ZAP_ALL (default VMs): zap everything, fast; with the quirk
+    disabled, zap only the slot's range."""
+    if kvm.slot_zap_all_quirk:
+        kvm_mmu_zap_all_fast(kvm)
+    else:
+        kvm_mmu_zap_memslot(kvm, slot)
+
+
+@requires("none", takes="write", yields=True)
+def kvm_mmu_zap_memslot(kvm: Kvm, slot) -> None:
+    """Zap the SPTEs of one memslot's range and flush.
+
+    Requires: mmu_lock not held; takes it for write.
+    """
+    write_lock(kvm.mmu_lock)
+    flush = kvm_unmap_gfn_range(kvm, slot.as_id, slot.base_gfn, slot.base_gfn + slot.npages,
+                                False)
+    if flush:
+        kvm_flush_remote_tlbs_memslot(kvm, slot)
+    write_unlock(kvm.mmu_lock)
 
 
 def kvm_destroy_vm(kvm: Kvm) -> None:
@@ -284,7 +383,14 @@ def kvm_mmu_page_fault(vcpu: KvmVcpu, gpa: int, error_code: int) -> int:
     if vcpu.root is None:
         vcpu.stat.pf_retry += 1
         return RET_PF_RETRY
-    r = kvm_mmu_do_page_fault(vcpu, gpa, error_code, False)
+    r = RET_PF_INVALID
+    if error_code & PFERR_RSVD_MASK:
+        r = handle_mmio_page_fault(vcpu, gpa)
+        if r == RET_PF_EMULATE:
+            return r                        # no stat: the kernel counts kvm_mmu_do_page_fault
+        error_code &= ~PFERR_RSVD_MASK
+    if r == RET_PF_INVALID:
+        r = kvm_mmu_do_page_fault(vcpu, gpa, error_code, False)
     if r == RET_PF_INVALID:
         raise KernelWarning("KVM_BUG_ON in kvm_mmu_page_fault: RET_PF_INVALID")
     if r == RET_PF_FIXED:
@@ -299,6 +405,28 @@ def kvm_mmu_page_fault(vcpu: KvmVcpu, gpa: int, error_code: int) -> int:
     elif r == RET_PF_WRITE_PROTECTED:
         vcpu.stat.pf_emulate += 1
     return r
+
+
+@requires("none", taken=("rcu",))
+def handle_mmio_page_fault(vcpu: KvmVcpu, gpa: int) -> int:
+    """An EPT misconfiguration (reserved-bit fault): the SPTE is an MMIO SPTE.  Emulate
+    if its memslot generation is current; otherwise the memslots changed since it was
+    made (a slot may now back the gfn): take the slow path, which replaces it.
+
+    Requires: no mmu_lock: a lockless walk under RCU.
+    Returns: RET_PF_EMULATE, RET_PF_INVALID (stale generation), or RET_PF_RETRY (the
+    SPTE changed meanwhile: let the CPU fault again).
+    """
+    rcu_read_lock()
+    _sptep, spte, _level = kvm_tdp_mmu_fast_pf_get_last_sptep(vcpu, gpa >> S.PAGE_SHIFT)
+    rcu_read_unlock()
+    if not S.is_mmio_spte(spte, vcpu.kvm.masks):
+        return RET_PF_RETRY
+    gen = vcpu.kvm.memslots_generation & S.MMIO_SPTE_GEN_MASK
+    if S.get_mmio_spte_generation(spte) != gen and not traps.defect("mmio-ignores-generation"):
+        traps.cover("stale-mmio-spte")
+        return RET_PF_INVALID
+    return RET_PF_EMULATE
 
 
 def kvm_mmu_do_page_fault(vcpu: KvmVcpu, gpa: int, error_code: int, prefetch: bool) -> int:
@@ -374,6 +502,8 @@ def kvm_mmu_faultin_pfn(vcpu: KvmVcpu, fault: KvmPageFault) -> int:
     if (mmu_invalidate_retry_gfn_unsafe(kvm, fault.mmu_seq, fault.gfn)
             and not traps.defect("fault-ignores-mmu-seq")):
         return RET_PF_RETRY
+    if fault.write and slot.readonly():
+        return RET_PF_EMULATE               # KVM_PFN_ERR_RO_FAULT: userspace handles it
     fault.pfn = slot.gfn_to_pfn(fault.gfn)
     fault.map_writable = not slot.readonly()
     return RET_PF_CONTINUE

@@ -294,13 +294,31 @@ class HostSafetyViolation(InvariantViolation):
                "migrated page): a stale SPTE or TLB entry survived the invalidation")
 
 
-def check_host_access(vcpu, gfn: int, pfn: int, how: str) -> None:
-    """A guest access is about to touch host page ``pfn``."""
-    for first, n, why in vcpu.kvm.freed_host_ranges:
-        if first <= pfn < first + n:
-            raise HostSafetyViolation(
-                f"{vcpu.name} accessed gfn {gfn:#x} -> host pfn {pfn:#x} through {how}, but "
-                f"that page was given back to the host ({why})")
+def check_host_access(vcpu, gfn: int, pfn: int | None, how: str) -> None:
+    """A guest access is about to touch host page ``pfn`` (None: emulated as MMIO).
+
+    Two rules: never a page the host took back; and, while no MMU-notifier invalidation
+    and no memslot DELETE/MOVE is in progress, exactly the page the memslots say the gfn
+    is backed by now (MMIO when no slot covers it) -- a translation left over from an
+    earlier layout is a stale mapping."""
+    kvm = vcpu.kvm
+    if pfn is not None:
+        for first, n, why in kvm.freed_host_ranges:
+            if first <= pfn < first + n:
+                raise HostSafetyViolation(
+                    f"{vcpu.name} accessed gfn {gfn:#x} -> host pfn {pfn:#x} through {how}, "
+                    f"but that page was given back to the host ({why})")
+    if kvm.mmu_invalidate_in_progress or kvm.memslot_updates_in_progress:
+        return
+    slot = kvm.gfn_to_memslot(vcpu.as_id, gfn)
+    want = slot.gfn_to_pfn(gfn) if slot is not None else None
+    if want != pfn:
+        now = f"host pfn {want:#x}" if want is not None else "no memslot (MMIO)"
+        got = f"host pfn {pfn:#x}" if pfn is not None else "emulated MMIO"
+        raise HostSafetyViolation(
+            f"{vcpu.name} accessed gfn {gfn:#x} -> {got} through {how}, but the memslots "
+            f"of address space {vcpu.as_id} map that gfn to {now}: a stale translation "
+            f"survived a memslot update or host remap")
 
 
 class AgingMissedAccess(InvariantViolation):

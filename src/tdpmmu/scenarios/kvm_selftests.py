@@ -22,7 +22,7 @@ from ..mmu.kvm import KVM_DIRTY_LOG_INITIALLY_SET, KVM_DIRTY_LOG_MANUAL_PROTECT_
 from ..mmu.mmu import (kvm_clear_dirty_log, kvm_get_dirty_log_manual, kvm_get_dirty_log_protect,
                        kvm_set_memslot_dirty_logging)
 from ..runtime.errors import InvariantViolation
-from ..sync import mutex_lock, mutex_unlock
+from ..sync import cpu_relax, mutex_lock, mutex_unlock
 
 GIB = 1 << 30
 #: memstress places the test region at the top of the guest physical address space; the
@@ -191,3 +191,39 @@ def dirty_log_page_splitting_test(kvm, *, manual: bool, vcpu_pages: int = GIB >>
     TEST_ASSERT_EQ(populated.pages_1g, repop.pages_1g,
                    "stats_populated.pages_1g, stats_repopulated.pages_1g")
     return snap
+
+
+# -- set_memory_region_test ------------------------------------------------------------
+
+#: what the selftest's host answers for an MMIO read (the vCPU exits with KVM_EXIT_MMIO)
+MMIO_VAL = 0xBEEF
+MEM_REGION_GPA = 0xC0000000
+MEM_REGION_SLOT = 10
+MEM_REGION_PAGES = 512            # 2 MiB, THP-backed: exactly one huge page
+
+
+class GuestMemory:
+    """The bytes the selftests look at: the first u64 of some host pages (host pfn ->
+    value; everything else reads 0)."""
+
+    def __init__(self):
+        self.values: dict[int, int] = {}
+
+    def read(self, v, gpa: int) -> int:
+        """A guest u64 read at ``gpa``: through the model's MMU and hardware, then the
+        value of the host page it reached (MMIO_VAL when KVM emulated MMIO)."""
+        pfn = guest_access(v, gpa, READ_ACCESS)
+        return MMIO_VAL if pfn is None else self.values.get(pfn, 0)
+
+    def spin_on_val(self, v, gpa: int, spin_val: int) -> int:
+        """guest_spin_on_val: read until the value differs from ``spin_val``."""
+        while True:
+            val = self.read(v, gpa)
+            if val != spin_val:
+                return val
+            cpu_relax()
+
+
+def GUEST_ASSERT(cond: bool, msg: str) -> None:
+    if not cond:
+        raise SelftestFailure(f"guest assertion failed: {msg}")

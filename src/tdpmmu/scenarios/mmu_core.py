@@ -671,6 +671,105 @@ def mmu_eager_split_vs_fault_vs_zap(vcpus: int = 2):
 
     return run_flows(kvm, vcpu_body, vmm=vmm, zapper=zapper)
 
+@scenario("mmu-memslot-move-vs-access", tags=MMU, dfs_bound=2, max_steps=60_000,
+          key_branches=("fault-retry",))
+def mmu_memslot_move_vs_access(zap_all_quirk: bool = True):
+    """set_memory_region_test's MOVE of an in-use region: a 2 MiB THP-backed slot at GPA
+    0xC0000000 (one huge page) is moved 4 KiB down while the guest spins reading that
+    GPA, the host writes 2 and then 1 into the first host page, and moves the slot back.
+    The guest may see 0, 1 or MMIO (never MMIO once the misaligning move completed) and
+    must never see 2 -- that would be a stale mapping to the old host page.  Run with
+    the slot-zap-all quirk (default) or without it (only the slot's range is zapped)."""
+    from ..mmu.mmu import kvm_move_memslot
+    from .kvm_selftests import (GUEST_ASSERT, MEM_REGION_GPA, MEM_REGION_PAGES,
+                                MEM_REGION_SLOT, MMIO_VAL, GuestMemory)
+    kvm = kvm_create_vm()
+    kvm.slot_zap_all_quirk = zap_all_quirk
+    gfn = MEM_REGION_GPA >> S.PAGE_SHIFT
+    kvm_set_memory_region(kvm, 0, 0, 0, 512, S.PG_LEVEL_4K)        # code and stack
+    slot = kvm_set_memory_region(kvm, 0, MEM_REGION_SLOT, gfn, MEM_REGION_PAGES,
+                                 S.PG_LEVEL_2M)
+    v = kvm_create_vcpu(kvm)
+    mem = GuestMemory()
+    synced = Completion("guest_sync")
+
+    def guest():
+        mem.read(v, MEM_REGION_GPA)                                 # running: GUEST_SYNC(0)
+        synced.complete_all()
+        val = mem.spin_on_val(v, MEM_REGION_GPA, 0)
+        GUEST_ASSERT(val in (1, MMIO_VAL), f"Expected '1' or MMIO, got {val:#x}")
+        val = mem.spin_on_val(v, MEM_REGION_GPA, MMIO_VAL)
+        GUEST_ASSERT(val in (1, 0), f"Expected '0' or '1' (no MMIO), got {val:#x}")
+        val = mem.spin_on_val(v, MEM_REGION_GPA, 0)
+        GUEST_ASSERT(val in (1, MMIO_VAL), f"Expected '1' or MMIO, got {val:#x}")
+        val = mem.spin_on_val(v, MEM_REGION_GPA, MMIO_VAL)
+        GUEST_ASSERT(val == 1, f"Expected '1', got {val:#x}")
+
+    def host():
+        synced.wait_for_completion()
+        mutex_lock(kvm.slots_lock)
+        moved = kvm_move_memslot(kvm, slot, gfn - 1)              # misaligned by 4 KiB
+        mutex_unlock(kvm.slots_lock)
+        mem.values[slot.host_pfn] = 2                              # WRITE_ONCE(*hva, 2)
+        mem.values[slot.host_pfn] = 1                              # WRITE_ONCE(*hva, 1)
+        mutex_lock(kvm.slots_lock)
+        kvm_move_memslot(kvm, moved, gfn)                          # realigned
+        mutex_unlock(kvm.slots_lock)
+
+    tasks = [spawn(v.name, guest), spawn("host", host)]
+    return spawn_teardown(kvm, tasks)
+
+
+@scenario("mmu-memslot-delete-recreate-vs-access", tags=MMU, dfs_bound=2, max_steps=60_000,
+          key_branches=("stale-mmio-spte",))
+def mmu_memslot_delete_recreate_vs_access():
+    """set_memory_region_test's DELETE of an in-use region: the guest spins reading GPA
+    0xC0000000; the host deletes the slot (the guest must then see MMIO: KVM installs an
+    MMIO SPTE tagged with the memslot generation), re-creates it with fresh memory (the
+    guest must see 0: the MMIO SPTE is stale and the slow path maps the new page), and
+    deletes it again (MMIO again)."""
+    from ..mmu.mmu import kvm_create_memslot, kvm_delete_memslot
+    from .kvm_selftests import (GUEST_ASSERT, MEM_REGION_GPA, MEM_REGION_PAGES,
+                                MEM_REGION_SLOT, MMIO_VAL, GuestMemory)
+    kvm = kvm_create_vm()
+    gfn = MEM_REGION_GPA >> S.PAGE_SHIFT
+    kvm_set_memory_region(kvm, 0, 0, 0, 512, S.PG_LEVEL_4K)
+    slot = kvm_set_memory_region(kvm, 0, MEM_REGION_SLOT, gfn, MEM_REGION_PAGES,
+                                 S.PG_LEVEL_2M)
+    v = kvm_create_vcpu(kvm)
+    mem = GuestMemory()
+    stage = [Completion(f"guest_sync{i}") for i in range(3)]
+
+    def guest():
+        mem.read(v, MEM_REGION_GPA)
+        stage[0].complete_all()
+        val = mem.spin_on_val(v, MEM_REGION_GPA, 0)
+        GUEST_ASSERT(val == MMIO_VAL, f"Expected MMIO after delete, got {val:#x}")
+        stage[1].complete_all()
+        val = mem.spin_on_val(v, MEM_REGION_GPA, MMIO_VAL)
+        GUEST_ASSERT(val == 0, f"Expected 0 from the re-created slot, got {val:#x}")
+        stage[2].complete_all()
+        val = mem.spin_on_val(v, MEM_REGION_GPA, 0)
+        GUEST_ASSERT(val == MMIO_VAL, f"Expected MMIO after the second delete, got {val:#x}")
+
+    def host():
+        stage[0].wait_for_completion()
+        mutex_lock(kvm.slots_lock)
+        kvm_delete_memslot(kvm, slot)
+        mutex_unlock(kvm.slots_lock)
+        stage[1].wait_for_completion()                       # wait_for_vcpu()
+        mutex_lock(kvm.slots_lock)
+        again = kvm_create_memslot(kvm, 0, MEM_REGION_SLOT, gfn, MEM_REGION_PAGES,
+                                   S.PG_LEVEL_2M)
+        mutex_unlock(kvm.slots_lock)
+        stage[2].wait_for_completion()
+        mutex_lock(kvm.slots_lock)
+        kvm_delete_memslot(kvm, again)
+        mutex_unlock(kvm.slots_lock)
+
+    tasks = [spawn(v.name, guest), spawn("host", host)]
+    return spawn_teardown(kvm, tasks)
+
 NEG = "model negative control"
 register_defect("fault-without-mmu-lock", "page fault maps without taking mmu_lock",
                 "LockNotHeld", ["mmu-faults-vs-zap-all-fast", "mmu-fault-vs-zap-range"],
@@ -777,3 +876,8 @@ register_defect("disable-logging-no-recovery", "disabling dirty logging leaves t
                 "kvm_mmu_slot_apply_flags skips kvm_mmu_recover_huge_pages, so huge pages "
                 "never come back (tests/test_selftest_ports.py).",
                 source="selftest-port variant")
+register_defect("mmio-ignores-generation", "MMIO SPTEs are trusted whatever their memslot "
+                "generation", "HostSafetyViolation", ["mmu-memslot-delete-recreate-vs-access"],
+                "handle_mmio_page_fault skips check_mmio_spte: after a memslot is created "
+                "over a gfn that had an MMIO SPTE, the guest keeps exiting to userspace as "
+                "MMIO instead of reaching its new memory.", source=NEG)
