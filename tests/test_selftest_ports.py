@@ -163,3 +163,76 @@ def test_dirty_log_page_splitting_test_real_size(manual):
     snap, _ = run_single(lambda kvm: dirty_log_page_splitting_test(kvm, manual=manual))
     assert snap["host_num_pages"] == 524_288
     assert snap["populated"].pages_2m == 1024 and snap["repopulated"].pages_2m == 1024
+
+
+# -- mmu_stress_test -------------------------------------------------------------------
+
+from tdpmmu.scenarios.kvm_selftests import mmu_stress_test  # noqa: E402
+
+
+def test_mmu_stress_test():
+    out, _ = run_single(lambda kvm: mmu_stress_test(kvm, vcpus=2, slot_pages=256, nr_slots=2))
+    # stage 0, 1 and 4 write all 512 pages; stage 3 faults on each of them once
+    assert out == {"efault": 512, "written": 3 * 512, "read": 512}
+
+
+def test_mmu_stress_test_fails_when_the_notifier_does_not_unmap():
+    with pytest.raises(SelftestFailure, match="Expected EFAULT"):
+        run_single(lambda kvm: mmu_stress_test(kvm), defects=("notifier-skips-unmap",))
+
+
+# -- set_memory_region_test ------------------------------------------------------------
+
+@pytest.mark.parametrize("quirk", [True, False], ids=["slot-zap-all", "zap-slot-only"])
+def test_set_memory_region_test_move_in_use_explored(quirk):
+    import tdpmmu
+    for strategy in ("pct", "random"):
+        res = tdpmmu.explore("mmu-memslot-move-vs-access", strategy=strategy, schedules=300,
+                             seed=5, params={"zap_all_quirk": quirk})
+        assert res.failures == [], tdpmmu.render_failure(res.failures[0])
+        assert res.coverage.get("fault-retry")      # a fault met the INVALID slot
+
+
+def test_set_memory_region_test_move_fails_when_the_slot_is_not_zapped():
+    import tdpmmu
+    res = tdpmmu.explore("mmu-memslot-move-vs-access", strategy="random", schedules=300,
+                         defects=["flush-shadow-memslot-skipped"], stop_on_first=True)
+    assert res.failures and res.failures[0].category == "HostSafetyViolation"
+    assert "stale translation" in res.failures[0].message
+
+
+def test_set_memory_region_test_delete_explored():
+    import tdpmmu
+    for strategy in ("pct", "random"):
+        res = tdpmmu.explore("mmu-memslot-delete-recreate-vs-access", strategy=strategy,
+                             schedules=300, seed=5)
+        assert res.failures == [], tdpmmu.render_failure(res.failures[0])
+        assert res.coverage.get("stale-mmio-spte")
+
+
+def test_read_only_memslot():
+    """A KVM_MEM_READONLY slot: reads map the page without write access, writes exit to
+    userspace (emulated), and the flag cannot be toggled on an existing slot."""
+    from tdpmmu.mmu.kvm import KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY
+    from tdpmmu.mmu.mmu import EINVAL, kvm_change_memslot_flags
+    from tdpmmu.sync import mutex_lock, mutex_unlock
+    from mmu_helpers import leaf_sptes
+
+    def body(kvm):
+        ro = add_slot(kvm, npages=16, flags=KVM_MEM_READONLY)
+        rw = add_slot(kvm, base_gfn=16, npages=16)
+        v = vcpu(kvm)
+        r_read = guest_access(v, 3 << 12, READ_ACCESS)
+        r_write = guest_access(v, 3 << 12, WRITE_ACCESS)
+        spte = leaf_sptes(kvm, v.root)[(3, 1)]
+        mutex_lock(kvm.slots_lock)
+        codes = (kvm_change_memslot_flags(kvm, rw, KVM_MEM_READONLY),
+                 kvm_change_memslot_flags(kvm, ro, 0),
+                 kvm_change_memslot_flags(kvm, rw, 1 << 5),
+                 kvm_change_memslot_flags(kvm, rw, KVM_MEM_LOG_DIRTY_PAGES))
+        mutex_unlock(kvm.slots_lock)
+        return r_read, r_write, spte, codes, v.stat.pf_emulate, rw.dirty_logging()
+    (r_read, r_write, spte, codes, emulated, logging), _ = run_single(body)
+    assert r_read is not None and r_write is None and emulated == 1
+    assert not S.is_writable_pte(spte) and not S.is_mmu_writable_spte(spte)
+    assert codes == (-EINVAL, -EINVAL, -EINVAL, 0) and logging

@@ -176,8 +176,9 @@ def dirty_bit_assist(vcpu: KvmVcpu, e: TlbEntry) -> bool:
 
 
 def guest_access(vcpu: KvmVcpu, gpa: int, access: str = READ_ACCESS) -> int | None:
-    """One guest memory access; returns the host pfn it reached (4K granularity), or
-    None when KVM emulated it (MMIO: no memslot backs the gpa).
+    """One guest memory access; returns the host pfn it reached (4K granularity), None
+    when KVM emulated it (MMIO: no memslot backs the gpa), or a negative errno when
+    KVM_RUN failed (-EFAULT: a write to host memory mapped read-only).
 
     Retries until the access completes, as a vCPU does; each VM exit that handled a
     fault is followed by a voluntary reschedule point (vcpu_run's
@@ -207,9 +208,9 @@ def guest_access(vcpu: KvmVcpu, gpa: int, access: str = READ_ACCESS) -> int | No
                 idx = srcu_read_lock(vcpu.kvm.srcu)
                 r = kvm_mmu_page_fault(vcpu, gpa, code)
                 srcu_read_unlock(vcpu.kvm.srcu, idx)
+                if r < 0:
+                    return r          # KVM_RUN fails (-EFAULT): userspace decides
                 if r in (RET_PF_EMULATE, RET_PF_WRITE_PROTECTED):
-                    if w == MMIO:     # the CPU met an MMIO SPTE and KVM emulated MMIO
-                        oracles.check_host_access(vcpu, gfn, None, "an MMIO SPTE")
                     return None       # emulated (MMIO, or a write-tracked page)
                 cond_resched()
                 continue

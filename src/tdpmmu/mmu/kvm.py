@@ -180,6 +180,8 @@ class Kvm:
         self.memslots_generation = 0
         #: host memory regions handed out so far (each memslot gets a fresh one)
         self.host_regions = 0
+        #: host pages whose userspace mapping is read-only (mprotect): (first pfn, npages)
+        self.host_readonly_ranges: list = []
         self.vcpus: list = []
         self.stat = KvmVmStat()
         #: page_private: pfn of a page table -> its kvm_mmu_page
@@ -208,6 +210,9 @@ class Kvm:
         return f"<Kvm {self.name}>"
 
     # -- memslots (part 1: creation only) ------------------------------------------
+
+    def host_page_readonly(self, pfn: int) -> bool:
+        return any(first <= pfn < first + n for first, n in self.host_readonly_ranges)
 
     def gfn_to_memslot(self, as_id: int, gfn: int):
         for slot in self.memslots[as_id]:

@@ -64,20 +64,25 @@ def kvm_create_vcpu(kvm: Kvm) -> KvmVcpu:
 
 
 def _new_memslot(kvm: Kvm, as_id: int, slot_id: int, base_gfn: int, npages: int,
-                 backing_level: int, flags: int) -> KvmMemorySlot:
+                 backing_level: int, flags: int, host_pfn: int | None = None) -> KvmMemorySlot:
     """A memslot backed by fresh host memory (never handed out before), aligned like the
-    guest range so it can be mapped with pages up to its backing size."""
-    kvm.host_regions += 1
-    host = HOST_PFN_BASE + HOST_PFN_ALIGN * kvm.host_regions * 4 + base_gfn % HOST_PFN_ALIGN
+    guest range so it can be mapped with pages up to its backing size -- or by the host
+    memory at ``host_pfn`` (aliasing another slot's memory)."""
+    if host_pfn is None:
+        kvm.host_regions += 1
+        host_pfn = (HOST_PFN_BASE + HOST_PFN_ALIGN * kvm.host_regions * 4
+                    + base_gfn % HOST_PFN_ALIGN)
+    host = host_pfn
     return KvmMemorySlot(as_id, slot_id, base_gfn, npages, host, backing_level, flags)
 
 
 def kvm_set_memory_region(kvm: Kvm, as_id: int, slot_id: int, base_gfn: int, npages: int,
-                          backing_level: int = S.PG_LEVEL_4K, flags: int = 0) -> KvmMemorySlot:
+                          backing_level: int = S.PG_LEVEL_4K, flags: int = 0,
+                          host_pfn: int | None = None) -> KvmMemorySlot:
     """Create a memslot while setting the VM up (before any task runs), backed by host
     memory made of pages of ``backing_level`` (4K/2M/1G).  At run time use
     :func:`kvm_create_memslot`."""
-    slot = _new_memslot(kvm, as_id, slot_id, base_gfn, npages, backing_level, flags)
+    slot = _new_memslot(kvm, as_id, slot_id, base_gfn, npages, backing_level, flags, host_pfn)
     kvm.memslots[as_id].append(slot)
     kvm.memslots_cell.vals[as_id] = tuple(kvm.memslots[as_id])   # before any vCPU runs
     kvm.memslots_generation += 2      # advances by the number of address spaces
@@ -113,9 +118,12 @@ def kvm_vcpu_gfn_to_memslot(vcpu: KvmVcpu, gfn: int):
 
 
 def _publish_memslots(kvm: Kvm, as_id: int, slots) -> None:
-    kvm.memslots[as_id] = list(slots)
+    """rcu_assign_pointer of the new memslots; the oracles' view (kvm.memslots) and the
+    generation change in the same step as the publication."""
     from ..sync import rcu_assign_pointer
+    slots = list(slots)
     rcu_assign_pointer(kvm.memslots_cell, as_id, tuple(slots))
+    kvm.memslots[as_id] = slots
     kvm.memslots_generation += 1
 
 
@@ -151,7 +159,11 @@ def kvm_delete_memslot(kvm: Kvm, slot) -> None:
     _publish_memslots(kvm, slot.as_id, [s for s in kvm.memslots[slot.as_id] if s is not invalid])
     kvm.srcu.synchronize_srcu()
     kvm.memslot_updates_in_progress -= 1
-    kvm.freed_host_ranges.append((slot.host_pfn, slot.npages, f"memslot {slot.name} deleted"))
+    aliased = any(s.host_pfn < slot.host_pfn + slot.npages and slot.host_pfn < s.host_pfn + s.npages
+                  for slots in kvm.memslots for s in slots)
+    if not aliased:                 # memory another slot still maps is not given back
+        kvm.freed_host_ranges.append((slot.host_pfn, slot.npages,
+                                      f"memslot {slot.name} deleted"))
 
 
 @requires("none", held=("slots_lock",), yields=True, kernel="kvm_main.c")
@@ -175,6 +187,7 @@ def kvm_move_memslot(kvm: Kvm, slot, new_base_gfn: int) -> KvmMemorySlot:
 
 
 EINVAL = 22
+EFAULT = 14
 
 
 @requires("none", held=("slots_lock",), yields=True, kernel="kvm_main.c")
@@ -426,6 +439,8 @@ def handle_mmio_page_fault(vcpu: KvmVcpu, gpa: int) -> int:
     if S.get_mmio_spte_generation(spte) != gen and not traps.defect("mmio-ignores-generation"):
         traps.cover("stale-mmio-spte")
         return RET_PF_INVALID
+    # the access is decided here (under kvm->srcu): it is MMIO for the memslots of now
+    oracles.check_host_access(vcpu, gpa >> S.PAGE_SHIFT, None, "an MMIO SPTE")
     return RET_PF_EMULATE
 
 
@@ -486,12 +501,15 @@ def kvm_mmu_faultin_pfn(vcpu: KvmVcpu, fault: KvmPageFault) -> int:
     """Snapshot mmu_invalidate_seq, find the slot and the host pfn.
 
     Requires: no mmu_lock (it may sleep resolving the pfn); kvm->srcu (memslots).
-    Returns: RET_PF_CONTINUE, or RET_PF_RETRY when an invalidation is in flight.
+    Returns: RET_PF_CONTINUE, RET_PF_RETRY when an invalidation is in flight,
+    RET_PF_EMULATE for a write to a read-only memslot, or -EFAULT for a write to a page
+    the host maps read-only.
     """
     from .kvm import KVM_MEMSLOT_INVALID
     kvm = vcpu.kvm
     fault.mmu_seq = kvm.mmu_invalidate_seq.load_acquire(0, "READ_ONCE+smp_rmb")
     slot = kvm_vcpu_gfn_to_memslot(vcpu, fault.gfn)
+    fault.mmio_gen = kvm.memslots_generation        # published with the slots it read
     fault.slot = slot
     if slot is None:
         fault.pfn = 0
@@ -505,7 +523,10 @@ def kvm_mmu_faultin_pfn(vcpu: KvmVcpu, fault: KvmPageFault) -> int:
     if fault.write and slot.readonly():
         return RET_PF_EMULATE               # KVM_PFN_ERR_RO_FAULT: userspace handles it
     fault.pfn = slot.gfn_to_pfn(fault.gfn)
-    fault.map_writable = not slot.readonly()
+    host_ro = kvm.host_page_readonly(fault.pfn)
+    if fault.write and host_ro:
+        return -EFAULT                      # KVM_PFN_ERR_FAULT: KVM_RUN fails with EFAULT
+    fault.map_writable = not slot.readonly() and not host_ro
     return RET_PF_CONTINUE
 
 

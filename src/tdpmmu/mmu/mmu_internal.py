@@ -149,6 +149,9 @@ class KvmPageFault:
     gfn: int = 0
     slot: object = None
     mmu_seq: int = 0
+    #: generation of the memslots the fault looked the gfn up in (an MMIO SPTE made
+    #: from them carries it: kvm_vcpu_memslots(vcpu)->generation)
+    mmio_gen: int = 0
     pfn: int = 0
     map_writable: bool = False
     extra: dict = field(default_factory=dict)

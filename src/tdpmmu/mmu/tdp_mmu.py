@@ -904,7 +904,7 @@ def tdp_mmu_map_handle_target_level(vcpu, fault, iter: TdpIter) -> int:
         return RET_PF_SPURIOUS
     wrprot = False
     if fault.slot is None:
-        new_spte = S.make_mmio_spte(iter.gfn, S.ACC_ALL, kvm.memslots_generation, m)
+        new_spte = S.make_mmio_spte(iter.gfn, S.ACC_ALL, fault.mmio_gen & S.MMIO_SPTE_GEN_MASK, m)
     else:
         wrprot, new_spte = S.make_spte(
             level=iter.level, gfn=iter.gfn, pfn=fault.pfn, pte_access=S.ACC_ALL,
@@ -1096,7 +1096,7 @@ def _map_target_level_write_locked(vcpu, fault, iter: TdpIter) -> int:
     m = kvm.masks
     old = iter.old_spte
     if fault.slot is None:
-        new_spte = S.make_mmio_spte(iter.gfn, S.ACC_ALL, kvm.memslots_generation, m)
+        new_spte = S.make_mmio_spte(iter.gfn, S.ACC_ALL, fault.mmio_gen & S.MMIO_SPTE_GEN_MASK, m)
     else:
         _, new_spte = S.make_spte(
             level=iter.level, gfn=iter.gfn, pfn=fault.pfn, pte_access=S.ACC_ALL, old_spte=old,

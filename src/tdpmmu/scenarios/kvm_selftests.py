@@ -227,3 +227,80 @@ class GuestMemory:
 def GUEST_ASSERT(cond: bool, msg: str) -> None:
     if not cond:
         raise SelftestFailure(f"guest assertion failed: {msg}")
+
+
+# -- mmu_stress_test ---------------------------------------------------------------------
+
+def mmu_stress_test(kvm, *, vcpus: int = 2, slot_pages: int = 256, nr_slots: int = 2) -> dict:
+    """mmu_stress_test.c at a scaled size: ``nr_slots`` memslots from GPA 4 GiB, each
+    aliasing the same ``slot_pages`` of host memory (a memfd, MADV_NOHUGEPAGE: 4K
+    mappings); each vCPU owns a disjoint share of the range.  Stages: write everything;
+    (host) CR0.WP toggle resets every vCPU's MMU context; re-write; read; (host) mprotect
+    read-only -- an MMU-notifier invalidation of the whole range -- after which every
+    guest write must fail KVM_RUN with EFAULT (the host skips the store and re-enters);
+    (host) writable again; a full write pass must succeed.  Teardown: delete the
+    even-numbered slots, munmap the first half of the backing, exit without closing the
+    VM (mmu_notifier release at destruction).  Returns per-stage counters."""
+    from ..mmu.mmu import (EFAULT, kvm_delete_memslot, kvm_destroy_vm, kvm_mmu_notifier_invalidate_range_end,
+                           kvm_mmu_notifier_invalidate_range_start, kvm_mmu_unload)
+    base = TEST_REGION_GPA >> S.PAGE_SHIFT
+    kvm_set_memory_region(kvm, 0, 0, 0, 512, S.PG_LEVEL_4K)
+    first = kvm_set_memory_region(kvm, 0, 1, base, slot_pages, S.PG_LEVEL_4K)
+    slots = [first] + [kvm_set_memory_region(kvm, 0, 1 + i, base + i * slot_pages, slot_pages,
+                                             S.PG_LEVEL_4K, host_pfn=first.host_pfn)
+                       for i in range(1, nr_slots)]
+    vcpu_list = [kvm_create_vcpu(kvm) for _ in range(vcpus)]
+    total = nr_slots * slot_pages
+    share = total // vcpus
+    end = base + total
+    out = {"efault": 0, "written": 0, "read": 0}
+
+    def shares():
+        for i, v in enumerate(vcpu_list):
+            yield v, range(base + i * share, base + (i + 1) * share)
+
+    def write_pass(expect_efault: bool) -> None:
+        for v, gfns in shares():
+            for gfn in gfns:
+                while True:
+                    r = guest_access(v, gfn << S.PAGE_SHIFT, WRITE_ACCESS)
+                    if r == -EFAULT:
+                        out["efault"] += 1
+                        if expect_efault:
+                            break               # the host skips the faulting store
+                        continue                # stage 4: retry until it succeeds
+                    TEST_ASSERT(not expect_efault,
+                                f"Expected EFAULT on write to GPA {gfn << S.PAGE_SHIFT:#x} "
+                                f"while the memory is read-only, got success")
+                    TEST_ASSERT(r is not None and r >= 0, f"write to gfn {gfn:#x}: {r!r}")
+                    out["written"] += 1
+                    break
+
+    write_pass(False)                                   # stage 0
+    for v in vcpu_list:                                 # CR0.WP toggle: context reset
+        kvm_mmu_unload(v)
+    write_pass(False)                                   # stage 1
+    for v, gfns in shares():                            # stage 2
+        for gfn in gfns:
+            TEST_ASSERT(guest_access(v, gfn << S.PAGE_SHIFT, READ_ACCESS) is not None,
+                        f"read of gfn {gfn:#x} failed")
+            out["read"] += 1
+    # mprotect(PROT_READ): the host mapping loses write permission (notifier first)
+    kvm_mmu_notifier_invalidate_range_start(kvm, base, end)
+    kvm.host_readonly_ranges.append((first.host_pfn, slot_pages))
+    kvm_mmu_notifier_invalidate_range_end(kvm, base, end)
+    before = out["efault"]
+    write_pass(True)                                    # stage 3
+    TEST_ASSERT_EQ(out["efault"] - before, total, "EFAULTs in the read-only stage, pages")
+    kvm.host_readonly_ranges.remove((first.host_pfn, slot_pages))   # mprotect(RW): no notifier
+    write_pass(False)                                   # stage 4
+    mutex_lock(kvm.slots_lock)
+    for slot in slots[::2]:
+        kvm_delete_memslot(kvm, slot)
+    mutex_unlock(kvm.slots_lock)
+    half = slot_pages // 2                              # munmap the first half
+    kvm_mmu_notifier_invalidate_range_start(kvm, base, end)
+    kvm.freed_host_ranges.append((first.host_pfn, half, "munmap of the backing's first half"))
+    kvm_mmu_notifier_invalidate_range_end(kvm, base, end)
+    kvm_destroy_vm(kvm)                                 # the process exits: notifier release
+    return out
