@@ -218,6 +218,8 @@ def guest_access(vcpu: KvmVcpu, gpa: int, access: str = READ_ACCESS) -> int | No
         traps.schedule_point((WRITE if access == WRITE_ACCESS else READ, None,
                               f"guest {access} gfn {gfn:#x} -> pfn {pfn:#x}", None))
         oracles.check_host_access(vcpu, gfn, pfn, f"a translation cached as {e!r}")
+        if access == EXEC_ACCESS:
+            oracles.check_exec_mapping(vcpu, e)
         if access == WRITE_ACCESS:
             oracles.note_guest_write(vcpu, gfn)
         vcpu_exit_guest(vcpu)

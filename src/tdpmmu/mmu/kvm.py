@@ -148,7 +148,17 @@ class Kvm:
         self.masks = masks
         #: TDP root level: 4, or 5 with 5-level paging (MAXPHYADDR > 48)
         self.root_level = root_level
-        self.nx_huge_page_workaround_enabled = nx_huge_pages
+        #: the nx_huge_pages module parameter (writable at run time: set_nx_huge_pages);
+        #: one VM per model, so the parameter lives here
+        self.nx_huge_pages = nx_huge_pages
+        #: nx_huge_pages_recovery_ratio / _period_ms module parameters
+        self.nx_huge_pages_recovery_ratio = 60
+        self.nx_huge_pages_recovery_period_ms = 0
+        #: arch.nx_huge_page_last: when the recovery worker last ran (model ms)
+        self.nx_huge_page_last = 0
+        #: oracle: set once enabling the mitigation has returned (or at creation with it
+        #: on): from then on no guest instruction fetch may use an executable huge page
+        self.nx_enforced = nx_huge_pages
         #: KVM_X86_QUIRK_SLOT_ZAP_ALL (default on): deleting or moving a memslot zaps
         #: everything (kvm_mmu_zap_all_fast) instead of just the slot's range
         self.slot_zap_all_quirk = True
@@ -210,6 +220,12 @@ class Kvm:
         return f"<Kvm {self.name}>"
 
     # -- memslots (part 1: creation only) ------------------------------------------
+
+    @property
+    def nx_huge_page_workaround_enabled(self) -> bool:
+        """is_nx_huge_page_enabled(): the module parameter, unless this VM disabled the
+        mitigation (KVM_CAP_VM_DISABLE_NX_HUGE_PAGES)."""
+        return self.nx_huge_pages and not self.arch.disable_nx_huge_pages
 
     def host_page_readonly(self, pfn: int) -> bool:
         return any(first <= pfn < first + n for first, n in self.host_readonly_ranges)

@@ -15,7 +15,8 @@ from __future__ import annotations
 from ..runtime import traps
 from ..runtime.ops import SYNC
 from ..runtime.errors import KernelWarning
-from ..sync import (GFP_KERNEL, RefCount, free_page, might_sleep, need_resched,  # noqa: F401
+from ..sync import (GFP_KERNEL, RefCount, free_page, might_sleep, mutex_lock, mutex_unlock,  # noqa: F401
+                    need_resched,
                     rcu_read_lock, rcu_read_unlock, read_lock, read_unlock, spin_lock,
                     spin_unlock, srcu_read_lock, srcu_read_unlock, write_lock, write_unlock)
 from . import oracles
@@ -659,7 +660,7 @@ def unaccount_nx_huge_page(kvm: Kvm, sp) -> None:
 
 
 @requires("none", takes="read", taken=("kvm->srcu", "rcu", "tdp_mmu_pages_lock"), yields=True)
-def kvm_recover_nx_huge_pages(kvm: Kvm, ratio: int = 60) -> None:
+def kvm_recover_nx_huge_pages(kvm: Kvm, ratio: int | None = None) -> None:
     """Zap a share of the page tables that exist only because of the NX huge page
     mitigation, so huge pages can come back (N: under the read lock).
 
@@ -669,6 +670,8 @@ def kvm_recover_nx_huge_pages(kvm: Kvm, ratio: int = 60) -> None:
     is due before yielding and before leaving RCU (its table is freed via call_rcu).
     """
     import math
+    if ratio is None:
+        ratio = kvm.nx_huge_pages_recovery_ratio
     nr = len(kvm.arch.possible_nx_huge_pages)
     to_zap = math.ceil(nr / ratio) if ratio else 0
     idx = srcu_read_lock(kvm.srcu)
@@ -691,6 +694,8 @@ def kvm_recover_nx_huge_pages(kvm: Kvm, ratio: int = 60) -> None:
                 slot = cand
         if not (slot is not None and slot.dirty_logging()):
             flush |= kvm_tdp_mmu_zap_possible_nx_huge_page(kvm, sp)
+        else:
+            traps.cover("nx-recovery-skipped-dirty-logging")
         WARN(bool(sp.hdr.read_once(HDR_NX)), "WARN_ON_ONCE in kvm_recover_nx_huge_pages: flag set")
         if kvm.mmu_lock.rwlock_needbreak() or need_resched():
             if flush:
@@ -704,6 +709,58 @@ def kvm_recover_nx_huge_pages(kvm: Kvm, ratio: int = 60) -> None:
     rcu_read_unlock()
     read_unlock(kvm.mmu_lock)
     srcu_read_unlock(kvm.srcu, idx)
+
+
+def calc_nx_huge_pages_recovery_period(kvm: Kvm) -> int:
+    """The recovery worker's period in ms, or 0 when recovery is off (the mitigation
+    disabled, or ratio 0): the period_ms parameter, else one hour / ratio (ratio capped
+    at 3600, so never below one second)."""
+    if not kvm.nx_huge_pages or not kvm.nx_huge_pages_recovery_ratio:
+        return 0
+    if kvm.nx_huge_pages_recovery_period_ms:
+        return kvm.nx_huge_pages_recovery_period_ms
+    return 60 * 60 * 1000 // min(kvm.nx_huge_pages_recovery_ratio, 3600)
+
+
+def kvm_nx_huge_page_recovery_worker(kvm: Kvm, now_ms: int) -> bool:
+    """One wake-up of the per-VM recovery thread at model time ``now_ms`` (the model has
+    no clock: callers pass time explicitly).  Runs kvm_recover_nx_huge_pages when a
+    period has elapsed since the last run.  Returns whether it ran."""
+    period = calc_nx_huge_pages_recovery_period(kvm)
+    if not period or now_ms < kvm.nx_huge_page_last + period:
+        return False
+    kvm.nx_huge_page_last = now_ms
+    kvm_recover_nx_huge_pages(kvm)
+    return True
+
+
+@requires("none", yields=True)
+def set_nx_huge_pages(kvm: Kvm, enable: bool) -> None:
+    """Writing the nx_huge_pages module parameter: when it changes, every VM zaps all
+    its SPTEs (kvm_mmu_zap_all_fast under slots_lock), so no mapping made under the old
+    policy survives, and its recovery thread is woken.
+
+    Requires: no mmu_lock; takes slots_lock (the kernel walks the VM list under
+    kvm_lock: one VM here).
+    """
+    if kvm.nx_huge_pages == enable:
+        return
+    kvm.nx_huge_pages = enable
+    if not traps.defect("nx-toggle-skips-zap"):
+        mutex_lock(kvm.slots_lock)
+        kvm_mmu_zap_all_fast(kvm)
+        mutex_unlock(kvm.slots_lock)
+    kvm.nx_enforced = kvm.nx_huge_page_workaround_enabled
+
+
+def kvm_vm_enable_cap_disable_nx_huge_pages(kvm: Kvm) -> int:
+    """KVM_ENABLE_CAP(KVM_CAP_VM_DISABLE_NX_HUGE_PAGES): only before any vCPU exists
+    (its faults would already follow the old policy).  Returns 0 or -EINVAL."""
+    if kvm.created_vcpus:
+        return -EINVAL
+    kvm.arch.disable_nx_huge_pages = True
+    kvm.nx_enforced = False
+    return 0
 
 
 @requires("none", takes="read", yields=True)

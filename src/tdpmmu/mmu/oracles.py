@@ -321,6 +321,20 @@ def check_host_access(vcpu, gfn: int, pfn: int | None, how: str) -> None:
             f"survived a memslot update or host remap")
 
 
+class NxHugePageViolation(InvariantViolation):
+    summary = ("a guest instruction fetch used an executable huge page while the NX huge "
+               "page (iTLB multihit) mitigation was enforced")
+
+
+def check_exec_mapping(vcpu, e) -> None:
+    """A guest instruction fetch through TLB entry ``e``."""
+    if e.level > S.PG_LEVEL_4K and vcpu.kvm.nx_enforced:
+        raise NxHugePageViolation(
+            f"{vcpu.name} fetched instructions at gfn {e.gfn:#x} through an executable "
+            f"{S.level_name(e.level)} mapping ({e!r}) although the NX huge page mitigation "
+            f"is on (every executable mapping must be 4K)")
+
+
 class AgingMissedAccess(InvariantViolation):
     summary = ("an MMU-notifier age (clear_young / test_young) reported a range old although "
                "the guest accessed a page of it since the last age")

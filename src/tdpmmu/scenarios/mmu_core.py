@@ -770,6 +770,54 @@ def mmu_memslot_delete_recreate_vs_access():
     tasks = [spawn(v.name, guest), spawn("host", host)]
     return spawn_teardown(kvm, tasks)
 
+@scenario("mmu-nx-toggle-vs-exec-faults", tags=MMU, dfs_bound=1, max_steps=80_000,
+          key_branches=("nx-recovery-skipped-dirty-logging",))
+def mmu_nx_toggle_vs_exec_faults(vcpus: int = 2):
+    """The admin turns the NX huge page mitigation on at run time (the nx_huge_pages
+    module parameter: every VM zaps all its SPTEs) while vCPUs execute from and write to
+    2M-backed memory mapped huge; then dirty logging starts on the slot while the
+    recovery thread wakes up, period after period, and must leave the NX splits of a
+    dirty-logged slot in place (it only unaccounts them).  From the moment enabling
+    returned, no instruction fetch may use an executable huge page."""
+    from ..mmu.mmu import calc_nx_huge_pages_recovery_period, kvm_nx_huge_page_recovery_worker, set_nx_huge_pages
+    kvm = kvm_create_vm(nx_huge_pages=False)
+    slot = kvm_set_memory_region(kvm, 0, 0, 0, 1024, S.PG_LEVEL_2M)
+    for _ in range(vcpus):
+        kvm_create_vcpu(kvm)
+    ran = [Completion(f"ran{v.vcpu_id}") for v in kvm.vcpus]
+    enforced = Completion("nx_enforced")
+    logging = Completion("logging_enabled")
+
+    def vcpu_body(v):
+        def run():
+            code = 0x200 * (v.vcpu_id % 2)
+            guest_access(v, (code + 0x10) << 12, EXEC_ACCESS)     # huge and executable
+            ran[v.vcpu_id].complete_all()
+            guest_access(v, (code + 0x11) << 12, EXEC_ACCESS)     # maybe racing the toggle
+            enforced.wait_for_completion()
+            guest_access(v, (code + 0x12) << 12, EXEC_ACCESS)     # NX split to 4K
+            guest_access(v, (code + 0x40) << 12, WRITE_ACCESS)
+            guest_access(v, (code + 0x13) << 12, EXEC_ACCESS)
+        return run
+
+    def admin():
+        for c in ran:
+            c.wait_for_completion()
+        set_nx_huge_pages(kvm, True)
+        enforced.complete_all()
+        enable_dirty_logging(kvm, slot)
+        logging.complete_all()
+
+    def recovery_thread():
+        enforced.wait_for_completion()
+        kvm.nx_huge_pages_recovery_ratio = 2                   # half of the splits per run
+        period = calc_nx_huge_pages_recovery_period(kvm)
+        kvm_nx_huge_page_recovery_worker(kvm, period)          # one period later
+        logging.wait_for_completion()                          # (a live migration began)
+        kvm_nx_huge_page_recovery_worker(kvm, 2 * period)
+
+    return run_flows(kvm, vcpu_body, admin=admin, nx_recovery=recovery_thread)
+
 NEG = "model negative control"
 register_defect("fault-without-mmu-lock", "page fault maps without taking mmu_lock",
                 "LockNotHeld", ["mmu-faults-vs-zap-all-fast", "mmu-fault-vs-zap-range"],
@@ -881,3 +929,8 @@ register_defect("mmio-ignores-generation", "MMIO SPTEs are trusted whatever thei
                 "handle_mmio_page_fault skips check_mmio_spte: after a memslot is created "
                 "over a gfn that had an MMIO SPTE, the guest keeps exiting to userspace as "
                 "MMIO instead of reaching its new memory.", source=NEG)
+register_defect("nx-toggle-skips-zap", "turning the NX huge page mitigation on keeps the "
+                "existing mappings", "NxHugePageViolation", ["mmu-nx-toggle-vs-exec-faults"],
+                "set_nx_huge_pages skips kvm_mmu_zap_all_fast: executable huge pages mapped "
+                "before the change survive, and the guest keeps fetching through them.",
+                source=NEG)
