@@ -84,3 +84,18 @@ def test_aging_is_declared_lockless():
                  "__kvm_tdp_mmu_age_gfn_range", "kvm_tdp_mmu_age_spte",
                  "for_each_tdp_mmu_root_rcu"):
         assert REGISTRY[name][0].mmu_lock == "none", name
+
+
+def test_aging_explored_without_ad_bits():
+    """EPT without A/D bits: aging marks SPTEs access-tracked (R/X saved and cleared),
+    the guest's next access faults and the fast path restores them.  Explored clean,
+    and every aging negative control is still found in this mode."""
+    import tdpmmu
+    for strategy in ("pct", "random"):
+        res = tdpmmu.explore("mmu-aging-vs-access", strategy=strategy, schedules=500, seed=3,
+                             params={"ad_bits": False})
+        assert res.failures == [], tdpmmu.render_failure(res.failures[0])
+    for defect in ("age-wrong-as-id", "age-skips-huge", "test-age-clears"):
+        res = tdpmmu.explore("mmu-aging-vs-access", strategy="pct", schedules=1000,
+                             params={"ad_bits": False}, defects=[defect], stop_on_first=True)
+        assert res.failures and res.failures[0].category == "AgingMissedAccess", defect

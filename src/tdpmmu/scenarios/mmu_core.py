@@ -574,14 +574,16 @@ def mmu_memslot_delete_vs_faults(vcpus: int = 2):
     return run_flows(kvm, vcpu_body, vmm_delete=delete)
 
 @scenario("mmu-aging-vs-access", tags=MMU, dfs_bound=2, max_steps=60_000)
-def mmu_aging_vs_access(vcpus: int = 2):
+def mmu_aging_vs_access(vcpus: int = 2, ad_bits: bool = True):
     """Host page reclaim ages guest memory (MMU-notifier clear_young / test_young, lockless
     under RCU since v6.15) while vCPUs access it -- one through a 2M leaf in the normal
     address space, one through 4K leaves in SMM -- and a range zap removes one of the
-    pages.  Reclaim ages folio by folio, as folio_referenced() does.  Every page a hardware walk marked accessed since the last age must be
-    reported young (the Accessed-bit oracle)."""
+    pages.  Reclaim ages folio by folio, as folio_referenced() does.  Every page a
+    hardware walk marked accessed since the last age must be reported young (the
+    Accessed-bit oracle).  ``ad_bits=False``: EPT without A/D bits, where aging marks
+    SPTEs access-tracked and the guest's next access takes a fast page fault."""
     from ..mmu.mmu import kvm_mmu_notifier_clear_young, kvm_mmu_notifier_test_young
-    kvm = kvm_create_vm()
+    kvm = kvm_create_vm(masks=S.EPT if ad_bits else S.EPT_NO_AD)
     kvm_set_memory_region(kvm, 0, 0, 0, 1024, S.PG_LEVEL_2M)
     kvm_set_memory_region(kvm, 1, 0, 1024, 1024, S.PG_LEVEL_4K)
     for _ in range(vcpus):
