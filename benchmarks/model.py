@@ -15,6 +15,20 @@ an uncontended first-touch 4K fault ~3.3 us (items 4, 6) and teardown of 4K mapp
 ~14 ms per GiB (item 24).  Targets of issue 3: a fault <= 10 us, a 1 GiB range zap
 faster than 14 ms.
 
+Dirty-logging rows (selftests.md section 2, dirty_log_perf_test's phases), each per GiB:
+
+* enable logging, 4K mappings: write-protect every SPTE (real: ~17-25 ms/GiB, item 14);
+* dirty pass: one guest write per page, each fixed by the lockless fast page fault
+  (real: ~1.2 us per fault per vCPU, item 8);
+* get dirty log (GET clears + re-protect) over everything written (real: 2.8-19 ms/GiB,
+  item 18);
+* clear dirty log (manual protect: GET copies, CLEAR re-protects; real ~12-20 ms/GiB,
+  item 16);
+* disable logging, 4K backing (nothing to recover: the walk; real ~10 ms/GiB, item 23);
+* enable logging on 2M-backed memory (eager split 2M -> 4K; real ~16-20 ms/GiB, items
+  11-12);
+* disable logging after the split (in-place huge-page recovery; real ~20 ms/GiB, item 19).
+
     python benchmarks/model.py [--gib 1] [--json] [--quick]
 """
 
@@ -28,12 +42,25 @@ import time
 from tdpmmu.mmu import (WRITE_ACCESS, guest_access, kvm_create_vcpu, kvm_create_vm,
                         kvm_mmu_zap_all, kvm_set_memory_region, kvm_zap_gfn_range)
 from tdpmmu.mmu import spte as S
+from tdpmmu.mmu.kvm import KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE
+from tdpmmu.mmu.mmu import (kvm_clear_dirty_log, kvm_get_dirty_log_manual,
+                            kvm_get_dirty_log_protect, kvm_set_memslot_dirty_logging)
 from tdpmmu.runtime import Execution
 from tdpmmu.runtime.strategies import FreeRun
-from tdpmmu.sync import Words, spawn
+from tdpmmu.sync import Words, mutex_lock, mutex_unlock, spawn
 
 KVM_FAULT_US = 3.3
 KVM_TEARDOWN_MS_PER_GIB = 14.0
+#: real KVM per-GiB (or per-fault) figures, selftests.md section 2
+KVM_FIGURES = {
+    "enable_wrprot_ms_per_gib": (17.0, "17-25 ms/GiB (item 14)"),
+    "dirty_fast_fault_us": (1.2, "~1.2 us/fault (item 8)"),
+    "get_dirty_log_ms_per_gib": (19.0, "2.8-19 ms/GiB (item 18)"),
+    "clear_dirty_log_ms_per_gib": (12.0, "12-20 ms/GiB (item 16)"),
+    "disable_4k_ms_per_gib": (10.0, "~10 ms/GiB (item 23)"),
+    "enable_split_ms_per_gib": (16.0, "16-20 ms/GiB (items 11-12)"),
+    "disable_recover_ms_per_gib": (20.0, "~20 ms/GiB (item 19)"),
+}
 PAGES_PER_GIB = 1 << 18
 
 
@@ -91,6 +118,59 @@ def model_figures(npages: int) -> dict:
     return _run(body)
 
 
+def _locked(kvm, fn):
+    mutex_lock(kvm.slots_lock)
+    fn()
+    mutex_unlock(kvm.slots_lock)
+
+
+def dirty_log_figures(npages: int) -> dict:
+    """dirty_log_perf_test's phases on one slot of ``npages`` 4K pages (GET-clears and
+    manual), then enable/disable on 2M-backed memory (eager split, recovery)."""
+    def body():
+        out = {}
+        kvm = kvm_create_vm()
+        slot = kvm_set_memory_region(kvm, 0, 0, 0, npages, S.PG_LEVEL_4K)
+        v = kvm_create_vcpu(kvm)
+
+        def write_all():
+            for g in range(npages):
+                guest_access(v, g << S.PAGE_SHIFT, WRITE_ACCESS)
+        write_all()
+        out["enable_wrprot"] = _timed(lambda: _locked(
+            kvm, lambda: kvm_set_memslot_dirty_logging(kvm, slot, True)))
+        out["dirty_pass"] = _timed(write_all)
+        assert len(slot.dirty_bitmap) == npages
+        got = []
+        out["get_dirty_log"] = _timed(lambda: _locked(
+            kvm, lambda: got.append(kvm_get_dirty_log_protect(kvm, slot))))
+        assert len(got[0]) == npages
+        write_all()
+        kvm.manual_dirty_log_protect = KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE
+        snaps = []
+        _locked(kvm, lambda: snaps.append(kvm_get_dirty_log_manual(kvm, slot)))
+        snap = snaps[0]
+        out["clear_dirty_log"] = _timed(lambda: _locked(
+            kvm, lambda: kvm_clear_dirty_log(kvm, slot, snap)))
+        out["disable_4k"] = _timed(lambda: _locked(
+            kvm, lambda: kvm_set_memslot_dirty_logging(kvm, slot, False)))
+
+        kvm2 = kvm_create_vm()
+        slot2 = kvm_set_memory_region(kvm2, 0, 0, 0, npages, S.PG_LEVEL_2M)
+        v2 = kvm_create_vcpu(kvm2)
+        for g in range(0, npages, 512):
+            guest_access(v2, g << S.PAGE_SHIFT, WRITE_ACCESS)
+        huge = kvm2.stat.pages_2m
+        out["enable_split"] = _timed(lambda: _locked(
+            kvm2, lambda: kvm_set_memslot_dirty_logging(kvm2, slot2, True)))
+        assert kvm2.stat.pages_2m == 0 and kvm2.stat.pages_4k == npages
+        out["disable_recover"] = _timed(lambda: _locked(
+            kvm2, lambda: kvm_set_memslot_dirty_logging(kvm2, slot2, False)))
+        assert kvm2.stat.pages_2m == huge and kvm2.stat.pages_4k == 0
+        return out
+    return _run(body)
+
+
 def measure(gib: float) -> dict:
     npages = max(512, int(PAGES_PER_GIB * gib))
     base = baseline_step_us()
@@ -99,7 +179,21 @@ def measure(gib: float) -> dict:
     fault_us = m["populate_s"] / npages * 1e6
     zap_ms_gib = m["zap_range_s"] * 1e3 * scale
     down_ms_gib = m["teardown_s"] * 1e3 * scale
+    d = dirty_log_figures(npages)
+    dl = {
+        "enable_wrprot_ms_per_gib": d["enable_wrprot"] * 1e3 * scale,
+        "dirty_fast_fault_us": d["dirty_pass"] / npages * 1e6,
+        "get_dirty_log_ms_per_gib": d["get_dirty_log"] * 1e3 * scale,
+        "clear_dirty_log_ms_per_gib": d["clear_dirty_log"] * 1e3 * scale,
+        "disable_4k_ms_per_gib": d["disable_4k"] * 1e3 * scale,
+        "enable_split_ms_per_gib": d["enable_split"] * 1e3 * scale,
+        "disable_recover_ms_per_gib": d["disable_recover"] * 1e3 * scale,
+    }
+    rows = {k: round(val, 2) for k, val in dl.items()}
+    rows.update({k.replace("_per_gib", "").replace("_us", "") + "_vs_kvm":
+                 round(val / KVM_FIGURES[k][0], 2) for k, val in dl.items()})
     return {
+        **rows,
         "gib": npages / PAGES_PER_GIB,
         "baseline_step_us": round(base, 3),
         "fault_us": round(fault_us, 2),
@@ -132,6 +226,19 @@ def main() -> None:
           f" = {r['zap_range_vs_kvm_teardown']}x real KVM teardown (~{KVM_TEARDOWN_MS_PER_GIB} ms/GiB)")
     print(f"teardown (kvm_mmu_zap_all)        {r['teardown_ms_per_gib']:8.2f} ms per GiB"
           f" = {r['teardown_vs_kvm']}x real KVM")
+    labels = {
+        "enable_wrprot_ms_per_gib": "enable logging (write-protect 4K)",
+        "dirty_fast_fault_us": "dirty pass: fast page fault (us)",
+        "get_dirty_log_ms_per_gib": "get dirty log (GET clears)",
+        "clear_dirty_log_ms_per_gib": "clear dirty log (manual)",
+        "disable_4k_ms_per_gib": "disable logging, 4K backing",
+        "enable_split_ms_per_gib": "enable logging, eager split 2M",
+        "disable_recover_ms_per_gib": "disable logging, recover 2M",
+    }
+    for key, label in labels.items():
+        unit = "us" if key.endswith("_us") else "ms per GiB"
+        ratio = r[key.replace("_per_gib", "").replace("_us", "") + "_vs_kvm"]
+        print(f"{label:34s}{r[key]:8.2f} {unit} = {ratio}x real KVM ({KVM_FIGURES[key][1]})")
 
 
 if __name__ == "__main__":

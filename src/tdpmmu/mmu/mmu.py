@@ -12,6 +12,8 @@ sees the request before entering, or the requester sees the vCPU inside and wait
 
 from __future__ import annotations
 
+import numpy as np
+
 from ..runtime import traps
 from ..runtime.ops import SYNC
 from ..runtime.errors import KernelWarning
@@ -1176,17 +1178,34 @@ def kvm_arch_mmu_enable_log_dirty_pt_masked(kvm: Kvm, slot, gfn_offset: int, mas
     kvm_tdp_mmu_clear_dirty_pt_masked(kvm, slot, slot.base_gfn + gfn_offset, mask, True)
 
 
+def _bitmap_words(slot, gfns, width: int) -> list[tuple[int, int]]:
+    """The set bits of the slot's dirty bitmap for ``gfns``, as (offset, mask) words of
+    ``width`` bits, in offset order."""
+    if not gfns:
+        return []
+    offs = np.fromiter(gfns, dtype=np.int64, count=len(gfns)) - slot.base_gfn
+    offs.sort()
+    words: dict[int, int] = {}
+    keys = offs // width
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    for i, j in zip(starts.tolist(), np.r_[starts[1:], len(offs)].tolist()):
+        base = int(keys[i]) * width
+        bits = np.zeros(width, dtype=np.uint8)
+        bits[offs[i:j] - base] = 1
+        words[base] = int.from_bytes(np.packbits(bits, bitorder="little").tobytes(), "little")
+    return sorted(words.items())
+
+
 def _reprotect(kvm: Kvm, slot, gfns, defect_name: str) -> None:
     """kvm_arch_mmu_enable_log_dirty_pt_masked for ``gfns``, one 64-page word of the
-    slot's bitmap at a time, then flush, under the write lock."""
-    words: dict[int, int] = {}
-    for g in gfns:
-        off = g - slot.base_gfn
-        words[off & ~63] = words.get(off & ~63, 0) | (1 << (off & 63))
+    slot's bitmap at a time, then flush, under the write lock.  Free-running (no
+    exploration), 512-page words: one walk per page table instead of eight, with the
+    same effect (tests/test_mmu_bulk.py)."""
+    width = 512 if traps.free_run() and not traps.tracing() else 64
     write_lock(kvm.mmu_lock)
     if not traps.defect(defect_name):
-        for off in sorted(words):
-            kvm_arch_mmu_enable_log_dirty_pt_masked(kvm, slot, off, words[off])
+        for off, mask in _bitmap_words(slot, gfns, width):
+            kvm_arch_mmu_enable_log_dirty_pt_masked(kvm, slot, off, mask)
     if gfns:
         kvm_flush_remote_tlbs(kvm)
     write_unlock(kvm.mmu_lock)

@@ -969,14 +969,21 @@ def tdp_mmu_split_huge_page(kvm, iter: TdpIter, sp: KvmMmuPage, shared: bool) ->
     """
     huge = iter.old_spte
     level = iter.level
-    for i in range(S.SPTE_ENT_PER_PAGE):
-        sp.spt.vals[i] = S.make_small_spte(huge, level - 1, i,
-                                           kvm.nx_huge_page_workaround_enabled, kvm.masks)
+    # child i = make_small_spte(huge, level - 1, i): child 0 with i pages of the child
+    # level added to the address (nothing else depends on the index) -- vectorised
+    child0 = S.make_small_spte(huge, level - 1, 0, kvm.nx_huge_page_workaround_enabled,
+                               kvm.masks)
+    step = S.KVM_PAGES_PER_HPAGE(level - 1) << S.PAGE_SHIFT
+    np.frombuffer(sp.spt.vals, dtype=np.uint64)[:] = np.uint64(child0) | (
+        _SPLIT_INDEX * np.uint64(step))
     ret = tdp_mmu_link_sp(kvm, iter, sp, shared)
     if ret:
         return ret
     kvm_update_page_stats(kvm, level - 1, S.SPTE_ENT_PER_PAGE)
     return 0
+
+
+_SPLIT_INDEX = np.arange(S.SPTE_ENT_PER_PAGE, dtype=np.uint64)
 
 
 @requires("either", kernel="mmu.c")
@@ -1197,8 +1204,13 @@ def wrprot_gfn_range(kvm, root, start: int, end: int, min_level: int) -> bool:
     if min_level > S.KVM_MAX_HUGEPAGE_LEVEL:
         raise KernelWarning("BUG_ON in wrprot_gfn_range: min_level above 1G")
     spte_set = False
+    bulk = traps.free_run() and not traps.tracing()
     rcu_read_lock()
     for iter in for_each_tdp_pte_min_level(kvm, root, min_level, start, end):
+        if (bulk and iter.level == S.PG_LEVEL_4K and iter.idx == 0 and iter.gfn >= start
+                and iter.gfn + S.SPTE_ENT_PER_PAGE <= end):
+            spte_set |= _bulk_clear_leaf_bits(kvm, iter, S.PT_WRITABLE_MASK, None)
+            continue
         while True:                                     # "retry:"
             if tdp_mmu_iter_cond_resched(kvm, iter, False, True):
                 break
@@ -1276,10 +1288,24 @@ def clear_dirty_pt_masked(kvm, root, gfn: int, mask: int, wrprot: bool) -> None:
     if not mask:
         return
     start = gfn + ((mask & -mask).bit_length() - 1)
+    bulk = traps.free_run() and not traps.tracing()
+    span = max(64, mask.bit_length())      # BITS_PER_LONG (wider words when free-running)
     rcu_read_lock()
-    for iter in for_each_tdp_pte(kvm, root, start, gfn + 64):
+    for iter in for_each_tdp_pte(kvm, root, start, gfn + span):
         if not mask:
             break
+        if bulk and iter.level == S.PG_LEVEL_4K:
+            # the rest of this table's share of the word, in one step
+            base = iter.gfn - iter.idx
+            hi = min(gfn + span, base + S.SPTE_ENT_PER_PAGE)
+            word = mask & ((1 << (hi - gfn)) - 1) & ~((1 << (iter.gfn - gfn)) - 1)
+            mask &= ~word
+            if word:
+                nbytes = (span + 7) // 8
+                bits = np.flatnonzero(np.unpackbits(np.frombuffer(
+                    word.to_bytes(nbytes, "little"), dtype=np.uint8), bitorder="little"))
+                _bulk_clear_leaf_bits(kvm, iter, dbit, bits + (gfn - base))
+            continue
         old = iter.old_spte
         if not S.is_shadow_present_pte(old) or not S.is_last_spte(old, iter.level):
             continue
@@ -1290,6 +1316,36 @@ def clear_dirty_pt_masked(kvm, root, gfn: int, mask: int, wrprot: bool) -> None:
             continue
         iter.old_spte = tdp_mmu_clear_spte_bits(kvm, iter, dbit)
     rcu_read_unlock()
+
+
+@transparent
+def _bulk_clear_leaf_bits(kvm, iter: TdpIter, bits: int, idxs) -> bool:
+    """Free-run only: clear ``bits`` (W, or D) on the present 4K leaves of the
+    iterator's table -- all of them, or those at ``idxs`` -- in one vectorised step, and
+    leave the iterator on the last entry handled.  Only W/D change: no stats, no
+    handle_changed_spte effect (W is cleared with MMU-writable kept, so no flush
+    obligation either).  Returns whether anything changed."""
+    pt = iter.pt
+    traps.schedule_point((RMW, pt, "clear-bits*", iter.idx))
+    if pt.freed:
+        pt.read_once(iter.idx)
+    a = np.frombuffer(pt.vals, dtype=np.uint64)
+    b = np.uint64(bits)
+    if idxs is None:
+        sel = np.nonzero(((a & np.uint64(S.SPTE_MMU_PRESENT_MASK)) != 0) & ((a & b) != 0))[0]
+        last = S.SPTE_ENT_PER_PAGE - 1
+    else:
+        idxs = np.asarray(idxs, dtype=np.int64)
+        v = a[idxs]
+        sel = idxs[((v & np.uint64(S.SPTE_MMU_PRESENT_MASK)) != 0) & ((v & b) != 0)]
+        last = int(idxs[-1])
+    if sel.size:
+        a[sel] &= ~b
+    iter.gfn += last - iter.idx
+    iter.idx = last
+    iter.next_last_level_gfn = iter.gfn
+    iter.old_spte = int(a[last])
+    return bool(sel.size)
 
 
 @transparent
