@@ -107,11 +107,16 @@ class Defect:
     source: str = "runtime self-check"
     #: extra parameters the scenarios need for it (e.g. a checker switched off)
     params: dict = field(default_factory=dict)
+    #: the catalogue entry it re-introduces (shared/reference/bugs.md), or None
+    catalogue: str | None = None
+    #: the kernel fix (commit and subject) or review thread, for catalogue entries
+    fix: str = ""
 
     def to_dict(self) -> dict:
         return {"name": self.name, "title": self.title, "expected": self.expected,
                 "scenarios": list(self.scenarios), "description": self.description,
-                "source": self.source, "params": self.params}
+                "source": self.source, "params": self.params, "catalogue": self.catalogue,
+                "fix": self.fix}
 
 
 SCENARIOS: dict[str, Scenario] = {}
@@ -148,8 +153,19 @@ def register_defect(name: str, title: str, expected: str, scenarios, description
     return d
 
 
+def register_catalogue_defect(name: str, title: str, expected: str, scenarios, *, fix: str,
+                              description: str = "", params: dict | None = None) -> Defect:
+    """A defect re-introducing historical bug ``name`` of the catalogue
+    (shared/reference/bugs.md; a variant is ``entry/variant``)."""
+    entry = name.split("/", 1)[0]
+    d = Defect(name, title, expected, tuple(scenarios), description,
+               f"catalogue {entry}", dict(params or {}), entry, fix)
+    DEFECTS[name] = d
+    return d
+
+
 def _load_builtin():
-    from . import mmu_core, selftest  # noqa: F401  (register on import)
+    from . import catalogue, mmu_core, selftest  # noqa: F401  (register on import)
 
 
 def get_scenario(name_or_fn) -> Scenario:
