@@ -188,3 +188,14 @@ def test_shrink_of_a_passing_schedule_is_a_usage_error(capsys):
     text = r.encode(r.replay([], strict=False).choices)
     code, _, err = run(capsys, "shrink", "sync-counter", "--schedule", text)
     assert code == 2 and "does not fail" in err
+
+
+def test_check_runs_the_defects_scenarios_first_and_can_stop_on_first(capsys):
+    code, out, _ = run(capsys, "check", "--budget", "300", "--defect", "counter-racy-rmw",
+                       "--stop-on-first", "--json")
+    doc = json.loads(out)
+    assert code == ExitCode.VIOLATION and doc["stopped_on_first"]
+    runs = doc["runs"]
+    assert runs[0]["scenario"] == "sync-counter" and runs[0]["failures"]
+    assert runs[-1]["failures"] and all(not r["failures"] for r in runs[:-1])
+    assert len(runs) < 10

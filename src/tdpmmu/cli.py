@@ -17,6 +17,7 @@ import sys
 import click
 
 from .explore import ExitCode, explore, replay, shrink
+from .explore.campaign import CHECK_STRATEGIES  # noqa: F401  (re-exported)
 from .explore.engine import ExitReason
 from .report.text import render_failure, render_trace
 from .runtime import errors as E
@@ -26,7 +27,6 @@ from .scenarios import all_defects, all_scenarios, default_scenarios, get_defect
 LONG_SCHEDULE = 400
 FAILURE_DIR = "tdpmmu-failures"
 DEFAULT_BUDGET = 1000
-CHECK_STRATEGIES = ("pct", "random", "dfs")
 
 
 def _console():
@@ -113,9 +113,11 @@ def cli():
 @click.option("--defect", "defects", multiple=True, help="re-introduce a named bug (repeatable)")
 @click.option("--jobs", type=click.IntRange(1), default=None,
               help="worker processes (default: one per CPU)")
+@click.option("--stop-on-first", is_flag=True,
+              help="stop at the first violation (the one the full campaign reports first)")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON document")
 @click.option("-v", "--verbose", is_flag=True, help="full interleavings in reports")
-def check(budget, seed, scenarios, defects, jobs, as_json, verbose):
+def check(budget, seed, scenarios, defects, jobs, stop_on_first, as_json, verbose):
     """The main job: explore every default scenario with PCT, random walk and bounded
     DFS; exit 0 only when nothing was found.
 
@@ -123,24 +125,15 @@ def check(budget, seed, scenarios, defects, jobs, as_json, verbose):
     tdpmmu check
     tdpmmu check --budget 5000 --seed 7
     tdpmmu check --defect counter-racy-rmw
+
+    With --defect, the scenarios that exercise the defect run (and report) first.
     """
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
     from rich.table import Table
 
-    for d in defects:
-        get_defect(d)
-    chosen = [get_scenario(s) for s in scenarios] if scenarios else default_scenarios()
-    plan = []
-    for sc in chosen:
-        for st in CHECK_STRATEGIES:
-            if st == "dfs" and sc.dfs_bound is None:
-                continue
-            plan.append((sc, st))
-    from .explore.campaign import Job, run_campaign
-    jobs_plan = [Job(sc.name, st, budget, seed, tuple(defects),
-                     {"preemption_bound": sc.dfs_bound} if st == "dfs" else {})
-                 for sc, st in plan]
+    from .explore.campaign import check_plan, run_campaign
+    jobs_plan = check_plan(budget, seed, scenarios, defects)
     err = Console(stderr=True)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   console=err, transient=True, disable=as_json or not err.is_terminal) as prog:
@@ -148,11 +141,12 @@ def check(budget, seed, scenarios, defects, jobs, as_json, verbose):
 
         def done(job, r):
             prog.update(total, advance=1, description=f"{job.scenario} [{job.strategy}]")
-        results = run_campaign(jobs_plan, jobs, done)
+        results = run_campaign(jobs_plan, jobs, done, stop_on_first)
     code = max((r.exit_code for r in results), default=ExitCode.OK)
     if as_json:
         click.echo(json.dumps({"schema": 1, "budget": budget, "seed": seed,
                                "defects": list(defects), "exit_code": int(code),
+                               "stopped_on_first": bool(stop_on_first),
                                "runs": [r.to_dict() for r in results]}, indent=2))
         return code
     table = Table(title=f"tdpmmu check (budget {budget}, seed {seed})")

@@ -13,7 +13,11 @@ import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 
+from ..scenarios import default_scenarios, get_defect, get_scenario
 from .engine import ExploreResult, explore
+
+#: the strategies of the default campaign (``tdpmmu check``), in plan order
+CHECK_STRATEGIES = ("pct", "random", "dfs")
 
 
 @dataclass(frozen=True)
@@ -27,10 +31,44 @@ class Job:
     params: dict = field(default_factory=dict)
 
 
-def _run(job: Job) -> ExploreResult:
+def _run(job: Job, stop_on_first: bool = False) -> ExploreResult:
     return explore(job.scenario, strategy=job.strategy, schedules=job.schedules, seed=job.seed,
                    defects=job.defects, strategy_options=job.strategy_options,
-                   params=job.params or None)
+                   params=job.params or None, stop_on_first=stop_on_first)
+
+
+def check_plan(budget: int, seed: int = 0, scenarios=(), defects=()) -> list[Job]:
+    """The default campaign's jobs: every default scenario (or ``scenarios``) x
+    :data:`CHECK_STRATEGIES` (DFS with the scenario's preemption bound, where it has one).
+
+    With ``defects``, the scenarios each defect names run first, in the order it names
+    them (so a report leads with the flow the bug belongs to), and a defect that needs
+    scenario parameters (``Defect.params``) adds its scenarios with those parameters
+    right after their default runs.  Everything else is unchanged: the same jobs as the
+    plain campaign, plus those parameterised ones.
+    """
+    chosen = [get_scenario(s) for s in scenarios] if scenarios else default_scenarios()
+    ds = [get_defect(d) for d in defects]
+    names = [sc.name for sc in chosen]
+    first = []
+    for d in ds:
+        first += [n for n in d.scenarios if n in names and n not in first]
+    order = first + [n for n in names if n not in first]
+    by_name = {sc.name: sc for sc in chosen}
+    plan = []
+    for name in order:
+        sc = by_name[name]
+        variants = [{}] + [dict(d.params) for d in ds
+                           if d.params and name in d.scenarios
+                           and set(d.params) <= set(sc.params)]
+        for params in variants:
+            for st in CHECK_STRATEGIES:
+                if st == "dfs" and sc.dfs_bound is None:
+                    continue
+                plan.append(Job(name, st, budget, seed, tuple(defects),
+                                {"preemption_bound": sc.dfs_bound} if st == "dfs" else {},
+                                params))
+    return plan
 
 
 def default_jobs() -> int:
@@ -38,24 +76,49 @@ def default_jobs() -> int:
                else (os.cpu_count() or 1))
 
 
-def run_campaign(plan: list[Job], jobs: int | None = None, on_done=None) -> list[ExploreResult]:
-    """Run every job; ``on_done(job, result)`` is called as each finishes."""
+def run_campaign(plan: list[Job], jobs: int | None = None, on_done=None,
+                 stop_on_first: bool = False) -> list[ExploreResult]:
+    """Run every job; ``on_done(job, result)`` is called as each finishes.
+
+    ``stop_on_first``: each job stops at its first failure, and the campaign stops as
+    soon as the first failing job *in plan order* is known (every job before it has
+    finished clean); jobs after it that did not start are dropped.  The first reported
+    failure is therefore the one the full campaign would report first.  Returns the
+    results of the jobs that ran, in plan order.
+    """
     jobs = default_jobs() if jobs is None else jobs
     if jobs <= 1 or len(plan) <= 1:
         out = []
         for job in plan:
-            r = _run(job)
+            r = _run(job, stop_on_first)
             if on_done:
                 on_done(job, r)
             out.append(r)
+            if stop_on_first and r.failures:
+                break
         return out
     results: list[ExploreResult | None] = [None] * len(plan)
     ctx = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-        futures = {pool.submit(_run, job): i for i, job in enumerate(plan)}
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx)
+    cut = len(plan)                     # the first failing job in plan order, when known
+    try:
+        futures = {pool.submit(_run, job, stop_on_first): i for i, job in enumerate(plan)}
         for fut in as_completed(futures):
             i = futures[fut]
             results[i] = fut.result()
             if on_done:
                 on_done(plan[i], results[i])
-    return results  # type: ignore[return-value]
+            if stop_on_first and results[i].failures and i < cut:
+                cut = i
+                for f, j in futures.items():
+                    if j > cut:
+                        f.cancel()
+            if stop_on_first and cut < len(plan) and all(
+                    results[j] is not None for j in range(cut)):
+                break
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    done = [r for r in results if r is not None]
+    if stop_on_first and cut < len(plan):
+        done = [r for j, r in enumerate(results[:cut + 1]) if r is not None]
+    return done
