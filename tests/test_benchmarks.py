@@ -17,3 +17,17 @@ def test_runtime_benchmark_json_keys():
     for key in ("points_per_s", "switches_per_s", "executions_per_s", "switch_ratio"):
         assert key in doc and doc[key] > 0
     assert 60 <= doc["program_steps"] <= 80
+
+
+def test_bugs_benchmark_json():
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bugs.py"), "--json",
+                          "--defect", "counter-racy-rmw", "--seeds", "2", "--timeslice-cap", "50",
+                          "--jobs", "1", "--no-check"],
+                         check=True, capture_output=True, text=True)
+    doc = json.loads(out.stdout)
+    row, = doc["rows"]
+    assert row["defect"] == "counter-racy-rmw" and row["expected"] == "InvariantViolation"
+    for st in ("pct", "random", "dfs", "timeslice"):
+        assert st in row and row[st]["schedules"] >= 1
+    assert row["pct"]["found"] == "2/2" and row["dfs"]["found"] == "1/1"
+    assert doc["summary"]["median_ratio"] is not None
