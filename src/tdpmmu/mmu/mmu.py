@@ -1151,8 +1151,7 @@ def kvm_get_dirty_log_protect(kvm: Kvm, slot) -> set:
     """
     traps.schedule_point((SYNC, slot, "xchg(dirty_bitmap)", None))
     start = traps.now()
-    harvested = set(slot.dirty_bitmap)
-    slot.dirty_bitmap.clear()
+    harvested, slot.dirty_bitmap = slot.dirty_bitmap, set()     # xchg of the bitmap
     _reprotect(kvm, slot, harvested, "get-dirty-log-skips-wrprot")
     oracles.note_harvest(kvm, slot, harvested, start)
     return harvested

@@ -26,6 +26,10 @@ All oracle state is per VM and costs nothing unless the paths run.
 
 from __future__ import annotations
 
+from array import array
+
+import numpy as np
+
 from ..runtime import traps
 from ..runtime.errors import InvariantViolation
 from ..runtime.execution import format_site
@@ -90,12 +94,20 @@ def _same_translation_split(kvm, old: int, new: int, level: int) -> bool:
         return False
     step = S.KVM_PAGES_PER_HPAGE(level - 1)
     base = S.spte_to_pfn(old)
-    for i, c in enumerate(child.spt.vals):
-        if (not S.is_shadow_present_pte(c) or not S.is_last_spte(c, level - 1)
-                or S.spte_to_pfn(c) != base + i * step
-                or (S.is_writable_pte(old) and not S.is_writable_pte(c)
-                    and S.leaf_spte_change_needs_tlb_flush(old, c, kvm.masks))):
-            return False
+    a = np.frombuffer(child.spt.vals, dtype=np.uint64) if isinstance(
+        child.spt.vals, array) else np.array(child.spt.vals, dtype=np.uint64)
+    m = kvm.masks
+    if not (np.all(a & np.uint64(S.SPTE_MMU_PRESENT_MASK))
+            and (level - 1 == S.PG_LEVEL_4K or np.all(a & np.uint64(S.PT_PAGE_SIZE_MASK)))):
+        return False
+    pfns = (a & np.uint64(S.SPTE_BASE_ADDR_MASK)) >> np.uint64(S.PAGE_SHIFT)
+    want = np.uint64(base) + np.arange(S.SPTE_ENT_PER_PAGE, dtype=np.uint64) * np.uint64(step)
+    if not np.array_equal(pfns, want):
+        return False
+    if S.is_writable_pte(old):
+        for c in a[(a & np.uint64(S.PT_WRITABLE_MASK)) == 0].tolist():
+            if S.leaf_spte_change_needs_tlb_flush(old, c, m):
+                return False
     return True
 
 
@@ -269,24 +281,23 @@ def note_harvest(kvm, slot, harvested: set, start: int) -> None:
     harvest instead -- or by none, if this harvest reported its page, because userspace
     copies reported pages only after the harvest returned (KVM's documented tolerance)."""
     carried = getattr(slot, "_dirty_carry", [])
-    prev = getattr(slot, "_dirty_prev", set())
+    prev = getattr(slot, "_dirty_prev", frozenset())
     for gfn, step, who in carried:
         if gfn not in harvested and gfn not in prev:
             raise DirtyLogIncomplete(
                 f"guest write to gfn {gfn:#x} by {who} at step {step} (during a harvest) was "
                 f"reported by neither that harvest nor the next one")
-    carry = []
-    for w in slot.dirty_writes:
-        gfn, step, who = w
-        if step < start and gfn not in harvested:
-            raise DirtyLogIncomplete(
-                f"guest write to gfn {gfn:#x} by {who} at step {step} completed before the "
-                f"harvest started (step {start}) but the harvest does not report it")
-        if step >= start:
-            carry.append(w)
-    slot.dirty_writes.clear()
-    slot._dirty_carry = carry
-    slot._dirty_prev = set(harvested)
+    writes = slot.dirty_writes
+    if not {w[0] for w in writes if w[1] < start} <= harvested:
+        for gfn, step, who in writes:                   # name the first one
+            if step < start and gfn not in harvested:
+                raise DirtyLogIncomplete(
+                    f"guest write to gfn {gfn:#x} by {who} at step {step} completed before "
+                    f"the harvest started (step {start}) but the harvest does not report it")
+    slot._dirty_carry = [w for w in writes if w[1] >= start]
+    slot.dirty_writes = []
+    # the harvest's own set: nothing mutates it after it is returned
+    slot._dirty_prev = harvested
 
 
 class HostSafetyViolation(InvariantViolation):
