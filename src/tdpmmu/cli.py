@@ -313,12 +313,24 @@ def list_cmd(as_json):
         t.add_row(s["name"], ", ".join(f"{k}={v}" for k, v in s["params"].items()),
                   "yes" if s["default"] else "no", s["description"])
     con.print(t)
-    t = Table(title="defects")
+    t = Table(title="defects (model negative controls, design variants, self-checks)")
     for c in ("name", "expected", "scenarios", "title"):
         t.add_column(c)
     for d in dfs:
-        t.add_row(d["name"], d["expected"], ", ".join(d["scenarios"]), d["title"])
+        if not d["catalogue"]:
+            t.add_row(d["name"], d["expected"], ", ".join(d["scenarios"]), d["title"])
     con.print(t)
+    cat = [d for d in dfs if d["catalogue"]]
+    if cat:
+        t = Table(title="the historical bug catalogue (shared/reference/bugs.md)")
+        for c in ("defect", "expected", "scenarios", "kernel fix", "title"):
+            t.add_column(c)
+        for d in cat:
+            t.add_row(d["name"], d["expected"], ", ".join(d["scenarios"]), d["fix"], d["title"])
+        con.print(t)
+        from .scenarios.catalogue import OUT_OF_SCOPE
+        for name, why in OUT_OF_SCOPE.items():
+            con.print(f"out of scope: {name}: {why}")
     t = Table(title="violation classes (oracles and checkers)")
     for c in ("class", "family", "meaning"):
         t.add_column(c)
