@@ -47,4 +47,13 @@ OUT_OF_SCOPE: dict[str, str] = {}
 # -- Part B. review-time bugs and documented hazards -----------------------------------
 
 
+# The defects themselves, one module per group of entries (registered on import).
+from . import (catalogue_async, catalogue_fault_a, catalogue_fault_b,  # noqa: E402,F401
+               catalogue_l2, catalogue_nx, catalogue_roots_a, catalogue_roots_b,
+               catalogue_yield)
+
+for _group in (catalogue_async, catalogue_fault_a, catalogue_fault_b, catalogue_l2,
+               catalogue_nx, catalogue_roots_a, catalogue_roots_b, catalogue_yield):
+    OUT_OF_SCOPE.update(getattr(_group, "OUT_OF_SCOPE", {}))
+
 __all__ = ["OUT_OF_SCOPE", "register_catalogue_defect"]

@@ -165,7 +165,8 @@ def register_catalogue_defect(name: str, title: str, expected: str, scenarios, *
 
 
 def _load_builtin():
-    from . import catalogue, mmu_core, selftest  # noqa: F401  (register on import)
+    from . import (catalogue, mmu_async, mmu_core, mmu_fault_a, mmu_fault_b,  # noqa: F401
+                   mmu_l2, mmu_nx, mmu_roots_a, mmu_roots_b, mmu_yield, selftest)
 
 
 def get_scenario(name_or_fn) -> Scenario:

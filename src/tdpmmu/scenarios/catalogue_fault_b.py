@@ -1,0 +1,5 @@
+"""Catalogue defects (shared/reference/bugs.md), group fault_b: see catalogue.py."""
+
+from __future__ import annotations
+
+from .registry import register_catalogue_defect  # noqa: F401
