@@ -1,0 +1,27 @@
+"""Campaign mechanics: the parallel stop-on-first cut."""
+
+from __future__ import annotations
+
+from tdpmmu.explore.campaign import Job, run_campaign
+
+
+def test_parallel_stop_on_first_drops_cancelled_jobs_without_error():
+    # job 1 fails at once while the clean job 0 still runs; the jobs after it are cancelled,
+    # and as_completed hands cancelled futures back as the pool reaches them: they must be
+    # skipped, not .result()ed
+    plan = [Job("sync-counter", "random", 1500, 0)]
+    plan.append(Job("sync-counter", "random", 200, 0, ("counter-racy-rmw",)))
+    plan += [Job("sync-counter", "random", 20, s) for s in range(1, 40)]
+    results = run_campaign(plan, jobs=2, stop_on_first=True)
+    assert len(results) == 2
+    assert not results[0].failures and results[1].failures
+
+
+def test_parallel_and_sequential_campaigns_agree():
+    plan = [Job("sync-counter", "random", 30, s) for s in range(4)]
+    plan.append(Job("sync-counter", "pct", 60, 0, ("counter-racy-rmw",)))
+    seq = run_campaign(plan, jobs=1)
+    par = run_campaign(plan, jobs=2)
+    assert [r.schedules for r in seq] == [r.schedules for r in par]
+    assert [[f.schedule for f in r.failures] for r in seq] == \
+        [[f.schedule for f in r.failures] for r in par]
