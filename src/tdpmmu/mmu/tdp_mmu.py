@@ -840,7 +840,11 @@ def tdp_mmu_schedule_zap_root(kvm, root: KvmMmuPage) -> None:
         tdp_mmu_zap_root_work(kvm, root)
         read_unlock(kvm.mmu_lock)
     wq = kvm.tdp_mmu_zap_wq
-    wq.append(spawn(f"kworker/zap:{root.spt.name}", kworker))
+    name = f"kworker/zap:{root.spt.name}"
+    again = sum(1 for t in traps.tasks() if t.name == name or t.name.startswith(name + "/"))
+    if again:                           # the same root queued twice (a bug): unique name
+        name += f"/{again + 1}"
+    wq.append(spawn(name, kworker))
 
 
 def flush_workqueue(kvm) -> None:
