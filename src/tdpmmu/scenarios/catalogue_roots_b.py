@@ -34,7 +34,10 @@ register_catalogue_defect(
                 "last vCPU unloads the root (an SMM entry or exit, or teardown) the still "
                 "valid root is freed and its tree must be rebuilt by faults.  N's "
                 "KVM_BUG_ON in kvm_tdp_mmu_put_root (the last reference must never go for a "
-                "valid root) fires.")
+                "valid root) fires.  (In other schedules a memslot update's zapper puts, as "
+                "the TDP MMU's handed-over reference, the vCPU's only one: the vCPU's own "
+                "put then underflows.)  Design V (vcpu-held-roots) is the same lifetime with "
+                "the pre-v6.4 defunct-root machinery that made it safe, only slow.")
 
 # -- Part B. review-time bugs and documented hazards ------------------------------------------
 
