@@ -187,6 +187,8 @@ def kvm_tdp_mmu_put_root(kvm, root: KvmMmuPage) -> None:
     Requires: nothing (N dropped the assertion: the list is protected by
     tdp_mmu_pages_lock and RCU, so the mmu_lock mode is irrelevant -- the seed's point).
     Why: the last reference can only go after invalidation (KVM_BUG_ON otherwise).
+    Design V (v5.18-v6.3): a still-valid root's last put makes it defunct instead
+    (tdp_mmu_put_defunct_root).
     Returns: nothing.  No zap and no TLB flush here.
     """
     if not root.tdp_mmu_root_count.refcount_dec_and_test():
