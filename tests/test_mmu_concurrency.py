@@ -22,7 +22,7 @@ def test_faults_vs_zap_all_fast_smoke(strategy):
 
 @pytest.mark.parametrize("defect,expected", [
     ("fault-without-mmu-lock", "LockNotHeld"),
-    ("removed-pt-freed-without-rcu", "UseAfterFree"),
+    ("free-pt-without-rcu", "UseAfterFree"),
 ])
 @pytest.mark.parametrize("strategy", ["pct", "random"])
 def test_dropping_a_lock_or_the_rcu_deferral_is_caught(defect, expected, strategy):

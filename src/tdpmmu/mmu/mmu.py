@@ -355,10 +355,19 @@ def mmu_free_root_page(kvm: Kvm, root) -> None:
 def kvm_mmu_free_roots(kvm: Kvm, vcpu: KvmVcpu) -> None:
     """Put the vCPU's root.
 
-    Requires: mmu_lock not held; takes it for read (since v6.9; the write lock before).
+    Requires: mmu_lock not held; takes it for read (since v6.9; the write lock before,
+    which design V (tdp_mmu.py, v5.18-v6.3) keeps: there the last put of a valid root
+    marks it invalid, and readers read role.invalid).
     """
     root = vcpu.root
     if root is None:
+        return
+    from .tdp_mmu import vcpu_held_roots
+    if vcpu_held_roots():
+        write_lock(kvm.mmu_lock)
+        kvm_tdp_mmu_put_root(kvm, root)
+        write_unlock(kvm.mmu_lock)
+        vcpu.root = None
         return
     read_lock(kvm.mmu_lock)
     mmu_free_root_page(kvm, root)

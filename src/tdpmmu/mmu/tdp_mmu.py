@@ -187,13 +187,20 @@ def kvm_tdp_mmu_put_root(kvm, root: KvmMmuPage) -> None:
     Requires: nothing (N dropped the assertion: the list is protected by
     tdp_mmu_pages_lock and RCU, so the mmu_lock mode is irrelevant -- the seed's point).
     Why: the last reference can only go after invalidation (KVM_BUG_ON otherwise).
+    Design V (v5.18-v6.3): a still-valid root's last put makes it defunct instead
+    (tdp_mmu_put_defunct_root).
     Returns: nothing.  No zap and no TLB flush here.
     """
     if not root.tdp_mmu_root_count.refcount_dec_and_test():
         return
     traps.cover("last-root-put")
-    WARN(not root.tdp_mmu_page or not root.hdr.read(HDR_INVALID),
-         f"KVM_BUG_ON in kvm_tdp_mmu_put_root: last reference to a valid root {root!r}")
+    if vcpu_held_roots():
+        # Design V: the last vCPU reference of a still-valid root makes it defunct
+        if tdp_mmu_put_defunct_root(kvm, root):
+            return
+    else:
+        WARN(not root.tdp_mmu_page or not root.hdr.read(HDR_INVALID),
+             f"KVM_BUG_ON in kvm_tdp_mmu_put_root: last reference to a valid root {root!r}")
     spin_lock(kvm.arch.tdp_mmu_pages_lock)
     kvm.arch.tdp_mmu_roots.list_del_rcu(root)
     spin_unlock(kvm.arch.tdp_mmu_pages_lock)
@@ -306,7 +313,8 @@ def kvm_tdp_mmu_alloc_root(vcpu) -> None:
         if found is None:
             found = tdp_mmu_alloc_sp(vcpu)
             tdp_mmu_init_sp(found, None, 0, role)
-            found.tdp_mmu_root_count = RefCount(f"{found.spt.name}.tdp_mmu_root_count", 2,
+            count = 1 if vcpu_held_roots() or traps.defect("root-freed-on-last-vcpu-put") else 2
+            found.tdp_mmu_root_count = RefCount(f"{found.spt.name}.tdp_mmu_root_count", count,
                                                 owner=found.hdr)
             found.init_link(found.spt.name, owner=found.hdr)
             kvm.arch.tdp_mmu_roots.list_add_rcu(found)
@@ -406,8 +414,8 @@ def handle_removed_pt(kvm, pt, shared: bool) -> None:
             old_spte = kvm_tdp_mmu_write_spte(kvm, pt, i, old_spte, S.FROZEN_SPTE, level)
         handle_changed_spte(kvm, as_id, gfn, old_spte, S.FROZEN_SPTE, level, shared)
         i += 1
-    if traps.defect("removed-pt-freed-without-rcu"):
-        tdp_mmu_free_sp(sp)             # test-only: lockless walkers may still be inside
+    if traps.defect("free-pt-without-rcu"):
+        tdp_mmu_free_sp(sp)             # catalogue B9: lockless walkers may still be inside
         return
     call_rcu(tdp_mmu_free_sp_rcu_callback(sp), "tdp_mmu_free_sp_rcu_callback")
 
@@ -746,7 +754,7 @@ def kvm_tdp_mmu_zap_invalidated_roots(kvm, shared: bool) -> None:
     the zap so the root stays reachable by mmu_notifiers meanwhile.
     Returns: nothing.  No TLB flush.  (Design A: just flush the zap workqueue.)
     """
-    if traps.defect(ASYNC_ZAP_WORKER):
+    if traps.defect(ASYNC_ZAP_WORKER) or vcpu_held_roots():
         flush_workqueue(kvm)
         return
     if shared:
@@ -782,6 +790,9 @@ def kvm_tdp_mmu_invalidate_roots(kvm, root_types: int) -> None:
     if WARN(bool(root_types & KVM_INVALID_ROOTS), "WARN_ON_ONCE: invalidating invalid roots"):
         root_types &= ~KVM_INVALID_ROOTS
     held = lockdep_is_held_type(kvm.mmu_lock, "write") or kvm.dying
+    if vcpu_held_roots():
+        tdp_mmu_invalidate_vcpu_held_roots(kvm, root_types)
+        return
     if traps.defect(ASYNC_ZAP_WORKER):
         # Design A: with mmu_lock not held while the VM is destroyed, the walk must be
         # guarded by RCU against roots deleted by the asynchronous zap worker.
@@ -816,12 +827,13 @@ def tdp_mmu_zap_root_work(kvm, root: KvmMmuPage) -> None:
     kvm_tdp_mmu_put_root(kvm, root)
 
 
-@requires("write", dying_ok=True, kernel="tdp_mmu.c (A, v5.18-v6.5)")
+@requires("either", dying_ok=True, kernel="tdp_mmu.c (A, v5.18-v6.5)")
 def tdp_mmu_schedule_zap_root(kvm, root: KvmMmuPage) -> None:
     """queue_work() on the per-VM unbound workqueue tdp_mmu_zap_wq: a kworker task runs
     tdp_mmu_zap_root_work with the read lock.
 
-    Requires: mmu_lock held for write (called from the invalidation).
+    Requires: mmu_lock held (for write from the invalidation; either mode from the last
+    put of a defunct root in design V, which may be a reader's).
     """
     from ..sync import spawn
 
@@ -830,7 +842,11 @@ def tdp_mmu_schedule_zap_root(kvm, root: KvmMmuPage) -> None:
         tdp_mmu_zap_root_work(kvm, root)
         read_unlock(kvm.mmu_lock)
     wq = kvm.tdp_mmu_zap_wq
-    wq.append(spawn(f"kworker/zap:{root.spt.name}", kworker))
+    name = f"kworker/zap:{root.spt.name}"
+    again = sum(1 for t in traps.tasks() if t.name == name or t.name.startswith(name + "/"))
+    if again:                           # the same root queued twice (a bug): unique name
+        name += f"/{again + 1}"
+    wq.append(spawn(name, kworker))
 
 
 def flush_workqueue(kvm) -> None:
@@ -840,6 +856,94 @@ def flush_workqueue(kvm) -> None:
     pending, kvm.tdp_mmu_zap_wq = kvm.tdp_mmu_zap_wq, []
     for t in pending:
         join(t)
+
+
+# -- design variant V (v5.18 - v6.3): roots live while vCPUs hold them ------------------
+#
+# Before edbdb43fc96b ("KVM: x86: Preserve TDP MMU roots until they are explicitly
+# invalidated", v6.4) a root started with one reference, the vCPU's.  The last put of a
+# root that was still valid made it *defunct*: kvm_tdp_mmu_put_root marked it invalid
+# (an xchg of the role word), gave it one reference back and queued it on design A's
+# zap workqueue, whose worker zapped it under the read lock and put that reference.
+# kvm_tdp_mmu_invalidate_all_roots took a reference of its own for each root it
+# invalidated (the worker puts it); already-invalid roots were skipped, their worker
+# was queued already.  vCPUs put roots under the write lock (kvm_mmu_free_roots, before
+# v6.9).  A correct design: what it costs is performance (a one-vCPU guest that unloads
+# its roots, e.g. on every SMI and RSM, has its whole tree zapped and rebuilt).
+
+#: the named design variant (selected like a defect: ``--defect vcpu-held-roots``)
+VCPU_HELD_ROOTS = "vcpu-held-roots"
+#: defects that re-introduce bugs of design V, and so select it
+VCPU_HELD_ROOTS_DEFECTS = (VCPU_HELD_ROOTS, "async-defunct-root-double-put")
+
+
+def vcpu_held_roots() -> bool:
+    """Whether this execution runs design V (the variant, or a defect built on it)."""
+    return traps.defect(VCPU_HELD_ROOTS) or traps.defect("async-defunct-root-double-put")
+
+
+@transparent
+def kvm_tdp_root_mark_invalid(root: KvmMmuPage) -> bool:
+    """Set role.invalid with one xchg; return whether it was already set.
+
+    Deviation: an already-invalid root (a root never becomes valid again) is only read,
+    with READ_ONCE: the xchg would store the same value, which KCSAN does not report
+    against the plain role.invalid reads of concurrent readers either.
+    """
+    if root.hdr.read_once(HDR_INVALID):
+        return True
+    return bool(root.hdr.xchg(HDR_INVALID, 1))
+
+
+@requires("either", kernel="tdp_mmu.c (V, v5.18-v6.3)")
+def tdp_mmu_put_defunct_root(kvm, root: KvmMmuPage) -> bool:
+    """Design V, kvm_tdp_mmu_put_root after the count dropped to 0: if the root was
+    still valid, mark it invalid, give it one reference back and queue its zap.
+
+    Requires: mmu_lock held, either mode (the caller's: a vCPU's put under the write
+    lock, a reader's yield-safe walk under the read lock, or the zap worker).
+    Why: readers never take references to invalid roots or to roots at 0, so the
+    resurrected reference belongs to the worker alone, and the root stays reachable by
+    mmu_notifiers (refcount 1, on the list) while the worker zaps it with yielding.
+    Returns: True if the root became defunct (the caller must not free it); False if it
+    was invalid already, so the caller unlinks and frees it.
+    """
+    WARN(not root.tdp_mmu_page, "WARN_ON in kvm_tdp_mmu_put_root: not a TDP MMU page")
+    if kvm_tdp_root_mark_invalid(root):
+        return False
+    traps.cover("defunct-root")
+    root.tdp_mmu_root_count.refcount_set(1)
+    tdp_mmu_schedule_zap_root(kvm, root)
+    return True
+
+
+@requires("write", dying_ok=True, kernel="tdp_mmu.c (V, v5.18-v6.3)")
+def tdp_mmu_invalidate_vcpu_held_roots(kvm, root_types: int) -> None:
+    """Design V's kvm_tdp_mmu_invalidate_all_roots: take a reference on every valid
+    root, mark it invalid and queue its zap (the worker puts that reference).
+
+    Requires: mmu_lock held for write (waived while the VM is destroyed: then the walk
+    is guarded by RCU against roots deleted by the zap worker, as in design A).
+    Why: under the write lock no valid root can be at refcount 0 (a defunct root is
+    marked invalid in the same critical section that put its last reference), so the
+    reference is always gettable (WARN_ON_ONCE otherwise).
+    """
+    rcu_read_lock()
+    for root in kvm.arch.tdp_mmu_roots.list_for_each_entry_rcu():
+        if not tdp_mmu_root_match(root, root_types | KVM_INVALID_ROOTS):
+            continue
+        if root_is_invalid(root):
+            if traps.defect("async-defunct-root-double-put"):
+                # v3 of the 2022 series: the invalidated-root zapper also treats a
+                # defunct root's resurrected reference as its own
+                tdp_mmu_schedule_zap_root(kvm, root)
+            continue
+        if WARN(not kvm_tdp_mmu_get_root(root),
+                "WARN_ON_ONCE in kvm_tdp_mmu_invalidate_all_roots: valid root at refcount 0"):
+            continue
+        root.hdr.write(HDR_INVALID, 1)
+        tdp_mmu_schedule_zap_root(kvm, root)
+    rcu_read_unlock()
 
 
 @requires("write", yields=True)

@@ -825,10 +825,6 @@ register_defect("fault-without-mmu-lock", "page fault maps without taking mmu_lo
                 "LockNotHeld", ["mmu-faults-vs-zap-all-fast", "mmu-fault-vs-zap-range"],
                 "kvm_tdp_mmu_page_fault skips read_lock(mmu_lock): the declared requirement "
                 "of kvm_tdp_mmu_map fires.", source=NEG)
-register_defect("removed-pt-freed-without-rcu", "removed page table freed without call_rcu",
-                "UseAfterFree", ["mmu-nx-recovery-vs-fault"],
-                "handle_removed_pt frees the table at once: a walker still inside its RCU "
-                "read-side section reads freed memory.", source=NEG)
 register_defect("zap-invalidated-roots-one-as",
                 "invalidated roots zapped in one address space only",
                 "KernelWarning", ["mmu-smm-teardown"],
