@@ -554,9 +554,14 @@ def is_page_fault_stale(vcpu: KvmVcpu, fault: KvmPageFault) -> bool:
     """The root was invalidated, or an mmu_notifier invalidation hit this gfn.
 
     Requires: mmu_lock held (either mode: read in N, write in the pre-2021 design).
+    Why: the TDP MMU ignores the memslot generation; a root goes stale only by being
+    invalidated (kvm_mmu_zap_all_fast), and its zapper may already have passed the gfn.
+    Before a955cad84cda (v5.16) only the notifier sequence was checked (catalogue
+    fault-into-invalidated-root; 5.15 kept it: sp-visible-before-linked).
     """
     kvm = vcpu.kvm
-    if root_is_invalid(vcpu.root):
+    if (root_is_invalid(vcpu.root) and not traps.defect("fault-into-invalidated-root")
+            and not traps.defect("sp-visible-before-linked")):
         return True
     if traps.defect("fault-ignores-mmu-seq"):
         return False                        # test-only: the pfn may be stale
