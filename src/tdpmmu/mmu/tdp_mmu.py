@@ -1018,9 +1018,15 @@ def kvm_tdp_mmu_map(vcpu, fault) -> int:
     reached = False
     ended = False
     iter = None
+    # v6.2-rc (63d28a25e04c .. f5d16bb9be68) tested the goal level before the frozen
+    # SPTE: a leaf was then attempted over an entry another task had frozen
+    goal_first = traps.defect("frozen-spte-at-goal-level")
     for iter in for_each_tdp_pte(kvm, root, fault.gfn, fault.gfn + 1):
         if fault.nx_huge_page_workaround_enabled:
             disallowed_hugepage_adjust(fault, iter.old_spte, iter.level, kvm)
+        if goal_first and iter.level == fault.goal_level:
+            reached = True
+            break
         if S.is_frozen_spte(iter.old_spte):
             traps.cover("frozen-spte-seen")
             break                                   # RET_PF_RETRY

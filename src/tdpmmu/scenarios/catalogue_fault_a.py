@@ -20,3 +20,16 @@ register_catalogue_defect(
                 "links page tables and a leaf into the dead root behind it; the root's last "
                 "put then frees only the root table, and the tables and leaves stay "
                 "accounted (the structure oracle at teardown, or the kernel's own WARN).")
+
+
+# -- A5. the fault path --------------------------------------------------------------
+
+register_catalogue_defect(
+    "frozen-spte-at-goal-level", "the fault maps a leaf over a frozen goal-level SPTE",
+    "KernelWarning", ["mmu-nx-recovery-vs-fault", "mmu-huge-vs-4k"],
+    fix="f5d16bb9be68 KVM: x86/mmu: Don't attempt to map leaf if target TDP MMU SPTE is frozen",
+    description="kvm_tdp_mmu_map tests 'reached the goal level' before 'SPTE frozen': a vCPU "
+                "walking inside a page table that another task under the read lock has "
+                "unlinked (handle_removed_pt freezing every entry) reaches its goal-level "
+                "entry, finds it FROZEN_SPTE and tries to install its leaf over it; the "
+                "kernel's WARN in __tdp_mmu_set_spte_atomic fires.")
