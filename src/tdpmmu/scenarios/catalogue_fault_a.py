@@ -22,6 +22,20 @@ register_catalogue_defect(
                 "accounted (the structure oracle at teardown, or the kernel's own WARN).")
 
 
+register_catalogue_defect(
+    "mmu-seq-sign-extension-livelock",
+    "the fault's mmu_invalidate_seq snapshot is truncated to int and sign-extended",
+    "Livelock", ["mmu-notifier-remap-vs-fault"],
+    fix="KVM: x86/mmu: Fix an sign-extension bug with mmu_seq that hangs vCPUs "
+        "(6.1-stable only, <20230824010104.2714198-1-seanjc@google.com>; upstream fixed by "
+        "ba6e3fe25543 KVM: x86/mmu: Grab mmu_invalidate_seq in kvm_faultin_pfn())",
+    description="is_page_fault_stale takes the snapshot as an int parameter and compares it, "
+                "sign-extended, with the unsigned long counter: once mmu_invalidate_seq passes "
+                "2^31 every fault looks stale and the vCPU re-faults forever.  The VM starts "
+                "one invalidation short of 2^31 (seq_start); the host migration crosses it.",
+    params={"seq_start": 2**31 - 1})
+
+
 # -- A5. the fault path --------------------------------------------------------------
 
 register_catalogue_defect(
