@@ -6,7 +6,7 @@ mmu-seq-sign-extension-livelock (A1) and frozen-spte-at-goal-level (A5).
 
 from __future__ import annotations
 
-from .registry import register_catalogue_defect
+from .registry import register_catalogue_defect, register_defect
 
 # -- A1. root lifetime, root iteration, invalidation ---------------------------------
 
@@ -34,6 +34,38 @@ register_catalogue_defect(
                 "2^31 every fault looks stale and the vCPU re-faults forever.  The VM starts "
                 "one invalidation short of 2^31 (seq_start); the host migration crosses it.",
     params={"seq_start": 2**31 - 1})
+
+
+register_defect(
+    "tdp-mmu-pages-list",
+    "design L (v5.10 - d25ceb926436): every TDP MMU page on kvm->arch.tdp_mmu_pages",
+    "none", ["mmu-faults-vs-zap-all-fast", "mmu-link-race"],
+    "kvm->arch.tdp_mmu_pages is a list_head (sp->link) instead of a count: "
+    "tdp_account_mmu_page list_adds and tdp_unaccount_mmu_page list_dels under "
+    "tdp_mmu_pages_lock, with CONFIG_DEBUG_LIST checks (sync/list.py).  Correct as "
+    "modelled: a page goes on the list before the SPTE publishing it.",
+    source="design variant")
+
+register_defect(
+    "last-put-zaps-root", "design P (v5.15): the last root put zaps the root",
+    "none", ["mmu-faults-vs-zap-all-fast", "mmu-smm-teardown"],
+    "kvm_tdp_mmu_put_root zaps the whole root (no yield, mmu_lock in the caller's mode) "
+    "when the last reference goes, before freeing it after a grace period.  A correct "
+    "design.", source="design variant")
+
+register_catalogue_defect(
+    "sp-visible-before-linked",
+    "v5.15: a new page table is reachable before it is on the TDP MMU page list",
+    "ListCorruption", ["mmu-faults-vs-zap-all-fast", "mmu-smm-teardown"],
+    fix="none in 5.15 (kernel bugzilla 217562); gone upstream with d25ceb926436 KVM: x86/mmu: "
+        "Track the number of TDP MMU pages, but not the actual pages",
+    description="Design L as in v5.15: tdp_mmu_link_page list_adds the new page after the "
+                "cmpxchg that made it reachable, and (v5.15 lacking a955cad84cda) a fault may "
+                "map into a root invalidated meanwhile (and, as in v5.15, "
+                "the root's last put zaps it: design P).  The zapper of that root, under the "
+                "read lock, unlinks the page table before the vCPU put it on the list: "
+                "list_del meets the zeroed node (CONFIG_DEBUG_LIST: next is NULL -- the "
+                "5.15 NULL dereference).")
 
 
 # -- A5. the fault path --------------------------------------------------------------
