@@ -192,7 +192,8 @@ def kvm_tdp_mmu_put_root(kvm, root: KvmMmuPage) -> None:
     Requires: nothing (N dropped the assertion: the list is protected by
     tdp_mmu_pages_lock and RCU, so the mmu_lock mode is irrelevant -- the seed's point).
     Why: the last reference can only go after invalidation (KVM_BUG_ON otherwise).
-    Returns: nothing.  No zap and no TLB flush here.
+    Returns: nothing.  No zap and no TLB flush here (design P, v5.15: the last put
+    zaps the root first, see tdp_mmu_zap_root_at_last_put).
     """
     if not root.tdp_mmu_root_count.refcount_dec_and_test():
         return
