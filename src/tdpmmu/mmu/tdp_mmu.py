@@ -959,8 +959,9 @@ def tdp_mmu_link_sp(kvm, iter: TdpIter, sp: KvmMmuPage, shared: bool) -> int:
     """
     new_spte = S.make_nonleaf_spte(sp.spt.pfn, not kvm.masks.ad_enabled, kvm.masks)
     # design L: the page goes on kvm->arch.tdp_mmu_pages before the SPTE makes it
-    # reachable, so a zapper that finds it can always unlink it; v5.10-v6.1 linked it
-    # after the cmpxchg (catalogue sp-visible-before-linked)
+    # reachable, so a zapper that finds it can always unlink it (v5.10's order, under
+    # the write lock); from the parallel faults of v5.12 (a2855afc7ee8) until the list
+    # went away it was listed after the cmpxchg (catalogue sp-visible-before-linked)
     listed_first = tdp_mmu_pages_listed() and not traps.defect("sp-visible-before-linked")
     if listed_first:
         tdp_account_mmu_page(kvm, sp)

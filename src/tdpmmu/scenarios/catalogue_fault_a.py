@@ -43,7 +43,7 @@ register_defect(
     "kvm->arch.tdp_mmu_pages is a list_head (sp->link) instead of a count: "
     "tdp_account_mmu_page list_adds and tdp_unaccount_mmu_page list_dels under "
     "tdp_mmu_pages_lock, with CONFIG_DEBUG_LIST checks (sync/list.py).  Correct as "
-    "modelled: a page goes on the list before the SPTE publishing it.",
+    "modelled: a page goes on the list before the SPTE publishing it (v5.10's order).",
     source="design variant")
 
 register_defect(
@@ -59,10 +59,10 @@ register_catalogue_defect(
     "ListCorruption", ["mmu-faults-vs-zap-all-fast", "mmu-smm-teardown"],
     fix="none in 5.15 (kernel bugzilla 217562); gone upstream with d25ceb926436 KVM: x86/mmu: "
         "Track the number of TDP MMU pages, but not the actual pages",
-    description="Design L as in v5.15: tdp_mmu_link_page list_adds the new page after the "
-                "cmpxchg that made it reachable, and (v5.15 lacking a955cad84cda) a fault may "
-                "map into a root invalidated meanwhile (and, as in v5.15, "
-                "the root's last put zaps it: design P).  The zapper of that root, under the "
+    description="Design L as in v5.12-v5.15: tdp_mmu_link_page list_adds the new page "
+                "after the cmpxchg that made it reachable; v5.15 also lacked a955cad84cda "
+                "(a fault may map into a root invalidated meanwhile) and its last root put "
+                "zapped the root (design P).  The zapper of the invalidated root, under the "
                 "read lock, unlinks the page table before the vCPU put it on the list: "
                 "list_del meets the zeroed node (CONFIG_DEBUG_LIST: next is NULL -- the "
                 "5.15 NULL dereference).")
