@@ -72,10 +72,13 @@ register_catalogue_defect(
 
 register_catalogue_defect(
     "frozen-spte-at-goal-level", "the fault maps a leaf over a frozen goal-level SPTE",
-    "KernelWarning", ["mmu-nx-recovery-vs-fault", "mmu-huge-vs-4k"],
+    "KernelWarning", ["mmu-nx-recovery-vs-fault"],
     fix="f5d16bb9be68 KVM: x86/mmu: Don't attempt to map leaf if target TDP MMU SPTE is frozen",
     description="kvm_tdp_mmu_map tests 'reached the goal level' before 'SPTE frozen': a vCPU "
                 "walking inside a page table that another task under the read lock has "
                 "unlinked (handle_removed_pt freezing every entry) reaches its goal-level "
                 "entry, finds it FROZEN_SPTE and tries to install its leaf over it; the "
-                "kernel's WARN in __tdp_mmu_set_spte_atomic fires.")
+                "kernel's WARN in __tdp_mmu_set_spte_atomic fires.  The freezer here is NX "
+                "huge page recovery zapping a split page table under the read lock (v6.18's "
+                "design, which the model follows; in v6.2 it was tdp_mmu_zap_spte_atomic or "
+                "another zap of a table under the read lock).")
