@@ -56,7 +56,7 @@ register_defect(
 register_catalogue_defect(
     "sp-visible-before-linked",
     "v5.15: a new page table is reachable before it is on the TDP MMU page list",
-    "ListCorruption", ["mmu-faults-vs-zap-all-fast", "mmu-smm-teardown"],
+    "ListCorruption", ["mmu-faults-vs-zap-all-fast"],
     fix="none in 5.15 (kernel bugzilla 217562); gone upstream with d25ceb926436 KVM: x86/mmu: "
         "Track the number of TDP MMU pages, but not the actual pages",
     description="Design L as in v5.12-v5.15: tdp_mmu_link_page list_adds the new page "
