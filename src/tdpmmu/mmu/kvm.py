@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..sync import Mutex, RwLock, SpinLock, SrcuStruct, Words
+from ..sync.list import ListHead
 from ..sync.rculist import RcuList
 from . import spte as S
 
@@ -135,6 +136,9 @@ class KvmArch:
     #: linked non-root TDP page tables (kvm->arch.tdp_mmu_pages, atomic64)
     tdp_mmu_pages: int = 0
     possible_nx_huge_pages: list = field(default_factory=list)
+    #: design L only (v5.10 - d25ceb926436): every linked non-root TDP MMU page
+    #: (kvm->arch.tdp_mmu_pages was this list_head then), under tdp_mmu_pages_lock
+    tdp_mmu_pages_list: ListHead = None
     mmu_valid_gen: int = 0
     disable_nx_huge_pages: bool = False
 
@@ -174,6 +178,8 @@ class Kvm:
         self.srcu = SrcuStruct("kvm->srcu")
         self.arch = KvmArch()
         self.arch.tdp_mmu_pages_lock = SpinLock("tdp_mmu_pages_lock")
+        self.arch.tdp_mmu_pages_list = ListHead("tdp_mmu_pages",
+                                                lock=self.arch.tdp_mmu_pages_lock)
         self.arch.tdp_mmu_roots = RcuList("tdp_mmu_roots", self.arch.tdp_mmu_pages_lock,
                                           reader_lock=self.mmu_lock)
         #: the memslots, per address space, as last published (for setup and oracles);

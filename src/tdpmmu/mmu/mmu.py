@@ -48,10 +48,16 @@ IN_GUEST_MODE = 1
 # -- VM and vCPU lifecycle ---------------------------------------------------------
 
 def kvm_create_vm(*, masks=S.EPT, root_level: int = 4, nx_huge_pages: bool = False,
-                  fine_grained: bool = False, name: str = "kvm") -> Kvm:
-    """KVM_CREATE_VM: a VM with its TDP MMU initialised (kvm_mmu_init_vm)."""
+                  fine_grained: bool = False, name: str = "kvm",
+                  mmu_invalidate_seq: int = 0) -> Kvm:
+    """KVM_CREATE_VM: a VM with its TDP MMU initialised (kvm_mmu_init_vm).
+
+    ``mmu_invalidate_seq`` starts the (unsigned long) invalidation sequence elsewhere
+    than 0: a VM that has already seen that many mmu_notifier invalidations.
+    """
     kvm = Kvm(masks=masks, root_level=root_level, nx_huge_pages=nx_huge_pages, name=name)
     kvm.fine_grained = fine_grained
+    kvm.mmu_invalidate_seq.vals[0] = mmu_invalidate_seq & S.U64_MASK
     kvm_mmu_init_tdp_mmu(kvm)
     return kvm
 
@@ -563,13 +569,30 @@ def is_page_fault_stale(vcpu: KvmVcpu, fault: KvmPageFault) -> bool:
     """The root was invalidated, or an mmu_notifier invalidation hit this gfn.
 
     Requires: mmu_lock held (either mode: read in N, write in the pre-2021 design).
+    Why: the TDP MMU ignores the memslot generation; a root goes stale only by being
+    invalidated (kvm_mmu_zap_all_fast), and its zapper may already have passed the gfn.
+    Before a955cad84cda (v5.16) only the notifier sequence was checked (catalogue
+    fault-into-invalidated-root; 5.15 kept it: sp-visible-before-linked).
     """
     kvm = vcpu.kvm
-    if root_is_invalid(vcpu.root):
+    if (root_is_invalid(vcpu.root) and not traps.defect("fault-into-invalidated-root")
+            and not traps.defect("sp-visible-before-linked")):
         return True
     if traps.defect("fault-ignores-mmu-seq"):
         return False                        # test-only: the pfn may be stale
-    return fault.slot is not None and mmu_invalidate_retry_gfn(kvm, fault.mmu_seq, fault.gfn)
+    mmu_seq = fault.mmu_seq
+    if traps.defect("mmu-seq-sign-extension-livelock"):
+        # v5.16-v6.2: is_page_fault_stale(vcpu, fault, int mmu_seq) -- the unsigned long
+        # snapshot is truncated to int here and sign-extended back to unsigned long by
+        # mmu_invalidate_retry_hva(kvm, unsigned long mmu_seq, hva)
+        mmu_seq = _c_int_to_unsigned_long(mmu_seq)
+    return fault.slot is not None and mmu_invalidate_retry_gfn(kvm, mmu_seq, fault.gfn)
+
+
+def _c_int_to_unsigned_long(value: int) -> int:
+    """C's ``(unsigned long)(int)value`` on x86-64: keep the low 32 bits, sign-extend."""
+    low = value & 0xFFFF_FFFF
+    return (low - (1 << 32) if low & 0x8000_0000 else low) & S.U64_MASK
 
 
 def kvm_mmu_hugepage_adjust(vcpu: KvmVcpu, fault: KvmPageFault) -> None:

@@ -29,6 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..sync import RefCount
+from ..sync.list import ListHead
 from ..sync.rculist import RcuListNode
 from .spte import ACC_ALL, PG_LEVEL_4K
 
@@ -104,6 +105,9 @@ class KvmMmuPage(RcuListNode):
         self.tdp_mmu_root_count: RefCount | None = None
         #: on kvm->arch.possible_nx_huge_pages (list membership, under tdp_mmu_pages_lock)
         self.possible_nx_huge_page_link = False
+        #: design L only (v5.10 - d25ceb926436): sp->link on kvm->arch.tdp_mmu_pages, in
+        #: the zeroed header (NULL pointers until list_add)
+        self.page_link = ListHead(f"{spt.name}.link", self, init=False, mem=hdr)
 
     @property
     def level(self) -> int:

@@ -36,6 +36,7 @@ from ..sync import (GFP_ATOMIC, GFP_KERNEL, RefCount, alloc_page, call_rcu, cpu_
                     lockdep_assert_held, lockdep_assert_held_write, lockdep_assert_in_rcu_read_lock, lockdep_is_held_type,
                     need_resched, rcu_barrier, rcu_read_lock, rcu_read_unlock, read_lock,
                     read_unlock, spin_lock, spin_unlock, write_lock, write_unlock)
+from ..sync.list import list_add, list_del, list_empty
 from . import oracles
 from . import spte as S
 from .locking import requires, transparent
@@ -156,10 +157,14 @@ def kvm_update_page_stats(kvm, level: int, count: int) -> None:
 
 def tdp_account_mmu_page(kvm, sp) -> None:
     kvm.arch.tdp_mmu_pages += 1
+    if tdp_mmu_pages_listed():
+        tdp_mmu_pages_list_add(kvm, sp)
 
 
 def tdp_unaccount_mmu_page(kvm, sp) -> None:
     kvm.arch.tdp_mmu_pages -= 1
+    if tdp_mmu_pages_listed():
+        tdp_mmu_pages_list_del(kvm, sp)
 
 
 # -- roots -------------------------------------------------------------------------
@@ -189,7 +194,8 @@ def kvm_tdp_mmu_put_root(kvm, root: KvmMmuPage) -> None:
     Why: the last reference can only go after invalidation (KVM_BUG_ON otherwise).
     Design V (v5.18-v6.3): a still-valid root's last put makes it defunct instead
     (tdp_mmu_put_defunct_root).
-    Returns: nothing.  No zap and no TLB flush here.
+    Returns: nothing.  No zap and no TLB flush here (design P, v5.15: the last put
+    zaps the root first, see tdp_mmu_zap_root_at_last_put).
     """
     if not root.tdp_mmu_root_count.refcount_dec_and_test():
         return
@@ -204,6 +210,8 @@ def kvm_tdp_mmu_put_root(kvm, root: KvmMmuPage) -> None:
     spin_lock(kvm.arch.tdp_mmu_pages_lock)
     kvm.arch.tdp_mmu_roots.list_del_rcu(root)
     spin_unlock(kvm.arch.tdp_mmu_pages_lock)
+    if traps.defect(LAST_PUT_ZAPS_ROOT) or traps.defect("sp-visible-before-linked"):
+        tdp_mmu_zap_root_at_last_put(kvm, root)     # design P (v5.15)
     call_rcu(tdp_mmu_free_sp_rcu_callback(root), "tdp_mmu_free_sp_rcu_callback")
 
 
@@ -1054,12 +1062,21 @@ def tdp_mmu_link_sp(kvm, iter: TdpIter, sp: KvmMmuPage, shared: bool) -> int:
     Returns: 0, or -EBUSY (the CAS lost; nothing changed).
     """
     new_spte = S.make_nonleaf_spte(sp.spt.pfn, not kvm.masks.ad_enabled, kvm.masks)
+    # design L: the page goes on kvm->arch.tdp_mmu_pages before the SPTE makes it
+    # reachable, so a zapper that finds it can always unlink it (v5.10's order, under
+    # the write lock); from the parallel faults of v5.12 (a2855afc7ee8) until the list
+    # went away it was listed after the cmpxchg (catalogue sp-visible-before-linked)
+    listed_first = tdp_mmu_pages_listed() and not traps.defect("sp-visible-before-linked")
+    if listed_first:
+        tdp_account_mmu_page(kvm, sp)
     if shared:
         if not tdp_mmu_set_spte_atomic(kvm, iter, new_spte):
+            if listed_first:
+                tdp_unaccount_mmu_page(kvm, sp)
             return -16
     else:
         tdp_mmu_iter_set_spte(kvm, iter, new_spte)
-    if not traps.defect("link-sp-skips-accounting"):
+    if not listed_first and not traps.defect("link-sp-skips-accounting"):
         tdp_account_mmu_page(kvm, sp)
     return 0
 
@@ -1122,9 +1139,15 @@ def kvm_tdp_mmu_map(vcpu, fault) -> int:
     reached = False
     ended = False
     iter = None
+    # v6.2-rc (63d28a25e04c .. f5d16bb9be68) tested the goal level before the frozen
+    # SPTE: a leaf was then attempted over an entry another task had frozen
+    goal_first = traps.defect("frozen-spte-at-goal-level")
     for iter in for_each_tdp_pte(kvm, root, fault.gfn, fault.gfn + 1):
         if fault.nx_huge_page_workaround_enabled:
             disallowed_hugepage_adjust(fault, iter.old_spte, iter.level, kvm)
+        if goal_first and iter.level == fault.goal_level:
+            reached = True
+            break
         if S.is_frozen_spte(iter.old_spte):
             traps.cover("frozen-spte-seen")
             break                                   # RET_PF_RETRY
@@ -1764,6 +1787,9 @@ def kvm_mmu_uninit_tdp_mmu(kvm) -> None:
     kvm_tdp_mmu_zap_invalidated_roots(kvm, False)
     WARN(kvm.arch.tdp_mmu_pages != 0,
          f"WARN_ON in kvm_mmu_uninit_tdp_mmu: {kvm.arch.tdp_mmu_pages} TDP MMU page(s) left")
+    if tdp_mmu_pages_listed():
+        WARN(not list_empty(kvm.arch.tdp_mmu_pages_list),
+             "WARN_ON in kvm_mmu_uninit_tdp_mmu: tdp_mmu_pages list not empty")
     rcu_read_lock()
     left = []
     for r in kvm.arch.tdp_mmu_roots.list_for_each_entry_rcu():
@@ -1772,6 +1798,77 @@ def kvm_mmu_uninit_tdp_mmu(kvm) -> None:
     WARN(bool(left), f"WARN_ON in kvm_mmu_uninit_tdp_mmu: tdp_mmu_roots not empty: "
                      f"{', '.join(left)}")
     rcu_barrier()
+
+
+# -- design variant L (v5.10 - d25ceb926436, Oct 2022): the list of TDP MMU pages -----
+
+#: the named design variant (selected like a defect: ``--defect tdp-mmu-pages-list``)
+TDP_MMU_PAGES_LIST = "tdp-mmu-pages-list"
+
+
+def tdp_mmu_pages_listed() -> bool:
+    """Whether design L is in force: kvm->arch.tdp_mmu_pages is a list of every linked
+    non-root page (sp->link), not just a count (the catalogue defect
+    sp-visible-before-linked is that design's historical bug, so it implies it)."""
+    return traps.defect(TDP_MMU_PAGES_LIST) or traps.defect("sp-visible-before-linked")
+
+
+@requires("none", taken=("tdp_mmu_pages_lock",), kernel="tdp_mmu.c (L, v5.10-v6.1)")
+def tdp_mmu_pages_list_add(kvm, sp: KvmMmuPage) -> None:
+    """list_add(&sp->link, &kvm->arch.tdp_mmu_pages) under tdp_mmu_pages_lock (the
+    v5.15 tdp_mmu_link_page).
+
+    Requires: nothing beyond the caller's mmu_lock; takes tdp_mmu_pages_lock (faults
+    add pages in parallel under the read lock).
+    """
+    spin_lock(kvm.arch.tdp_mmu_pages_lock)
+    list_add(sp.page_link, kvm.arch.tdp_mmu_pages_list)
+    spin_unlock(kvm.arch.tdp_mmu_pages_lock)
+
+
+@requires("none", taken=("tdp_mmu_pages_lock",), kernel="tdp_mmu.c (L, v5.10-v6.1)")
+def tdp_mmu_pages_list_del(kvm, sp: KvmMmuPage) -> None:
+    """list_del(&sp->link) under tdp_mmu_pages_lock (the v5.15 tdp_mmu_unlink_page).
+
+    Requires: nothing beyond the caller's mmu_lock; takes tdp_mmu_pages_lock.
+    Deviates: v5.15 took the spinlock only when ``shared`` and relied on the write lock
+    otherwise; the model always takes it (same exclusion, one path).
+    """
+    spin_lock(kvm.arch.tdp_mmu_pages_lock)
+    list_del(sp.page_link)
+    spin_unlock(kvm.arch.tdp_mmu_pages_lock)
+
+
+# -- design variant P (v5.15 and before): the last root put zaps the root ----------------
+
+#: the named design variant (selected like a defect: ``--defect last-put-zaps-root``)
+LAST_PUT_ZAPS_ROOT = "last-put-zaps-root"
+
+
+@requires("either", taken=("rcu",), kernel="tdp_mmu.c (P, v5.15)")
+def tdp_mmu_zap_root_at_last_put(kvm, root: KvmMmuPage) -> None:
+    """v5.15's kvm_tdp_mmu_put_root(kvm, root, shared): on the last reference,
+    zap_gfn_range(kvm, root, 0, -1ull, can_yield=false, flush=false, shared) before the
+    root is freed -- whatever was mapped into the root since its zap (if any) goes too.
+
+    Requires: mmu_lock held, either mode (v5.15 asserted the mode its caller passed as
+    ``shared``; the model reads it from lockdep); takes RCU.
+    Why: no yield (the root is already off tdp_mmu_roots, nobody can find it again); each
+    top-level entry is zapped (cmpxchg under the read lock) and handle_removed_pt frees
+    the subtree.
+    """
+    lockdep_assert_held(kvm.mmu_lock)
+    shared = not lockdep_is_held_type(kvm.mmu_lock, "write")
+    rcu_read_lock()
+    for iter in for_each_tdp_pte_min_level(kvm, root, root.role.level, 0,
+                                           tdp_mmu_max_gfn_exclusive()):
+        while S.is_shadow_present_pte(iter.old_spte):
+            if not shared:
+                tdp_mmu_iter_set_spte(kvm, iter, S.SHADOW_NONPRESENT_VALUE)
+                break
+            if tdp_mmu_set_spte_atomic(kvm, iter, S.SHADOW_NONPRESENT_VALUE):
+                break
+    rcu_read_unlock()
 
 
 # mmu.c (the callers) is imported last: it imports this module, and the functions above

@@ -134,6 +134,13 @@ class MemoryLeak(MemoryViolation):
     summary = "memory still allocated when it must all have been freed"
 
 
+class ListCorruption(MemoryViolation):
+    """CONFIG_DEBUG_LIST (lib/list_debug.c) caught a corrupted list_head."""
+
+    summary = ("list_add/list_del corruption (CONFIG_DEBUG_LIST): a node never added, "
+               "deleted twice, added twice, or neighbours not pointing back")
+
+
 # -- refcount_t --------------------------------------------------------------------
 
 class RefcountViolation(Violation):

@@ -426,13 +426,14 @@ def mmu_dirty_clear_vs_zap():
 
 @scenario("mmu-notifier-remap-vs-fault", tags=MMU, dfs_bound=2, max_steps=60_000,
           key_branches=("fault-retry",))
-def mmu_notifier_remap_vs_fault(vcpus: int = 2):
+def mmu_notifier_remap_vs_fault(vcpus: int = 2, seq_start: int = 0):
     """The host migrates the page backing a GFN (mmu_notifier invalidate_range_start:
     zap + flush; remap; invalidate_range_end: bump mmu_invalidate_seq) while vCPUs
-    write-fault that GFN: a fault that resolved the old pfn must retry."""
+    write-fault that GFN: a fault that resolved the old pfn must retry.  ``seq_start``:
+    the invalidations the VM has already seen (mmu_invalidate_seq at creation)."""
     from ..mmu.mmu import kvm_host_remap_gfn
     from ..mmu.kvm import HOST_PFN_BASE
-    kvm = build_vm(vcpus)
+    kvm = build_vm(vcpus, mmu_invalidate_seq=seq_start)
     gfn = 9
     new_pfn = HOST_PFN_BASE // 2 + gfn           # a fresh host page
     pfns = {}
