@@ -371,6 +371,9 @@ def kvm_mmu_free_roots(kvm: Kvm, vcpu: KvmVcpu) -> None:
 
 def kvm_mmu_unload(vcpu: KvmVcpu) -> None:
     kvm_mmu_free_roots(vcpu.kvm, vcpu)
+    if vcpu.nested_root is not None:            # the guest_mmu's (nested EPT) root
+        from .shadow_mmu import kvm_mmu_free_nested_root
+        kvm_mmu_free_nested_root(vcpu)
 
 
 @transparent
@@ -500,7 +503,11 @@ def kvm_tdp_mmu_page_fault(vcpu: KvmVcpu, fault: KvmPageFault) -> int:
     if locked:
         read_lock(kvm.mmu_lock)
     if not is_page_fault_stale(vcpu, fault):
-        r = kvm_tdp_mmu_map(vcpu, fault)
+        r = 0
+        if traps.defect("write-lock-helper-under-read-lock"):   # v5.13-v6.0 direct_page_fault
+            from .shadow_mmu import make_mmu_pages_available
+            r = make_mmu_pages_available(vcpu)
+        r = kvm_tdp_mmu_map(vcpu, fault) if not r else r
     if locked:
         read_unlock(kvm.mmu_lock)
     return r
@@ -656,6 +663,9 @@ def kvm_mmu_zap_all(kvm: Kvm) -> None:
     Requires: mmu_lock not held; takes it for write.
     """
     write_lock(kvm.mmu_lock)
+    if kvm.arch.active_mmu_pages:                   # shadow pages of nested guests
+        from .shadow_mmu import kvm_shadow_mmu_zap_all
+        kvm_shadow_mmu_zap_all(kvm)
     kvm_tdp_mmu_zap_all(kvm)
     write_unlock(kvm.mmu_lock)
 
