@@ -55,14 +55,15 @@ def ept12_walk(l2_gfn: int) -> list[int]:
 
 @scenario("mmu-nested-shadow-vs-tdp-faults", tags=MMU, dfs_bound=1, max_steps=20_000,
           key_branches=("shadow-page-unsync", "shadow-page-synced", "shadow-pages-recycled"))
-def mmu_nested_shadow_vs_tdp_faults(nr_mmu_pages: int = 8):
+def mmu_nested_shadow_vs_tdp_faults(nr_mmu_pages: int = 10):
     """Nested virtualization with shadow EPT beside the TDP MMU: vCPU2 has run an L2
     guest, so L1's EPT12 tables are shadowed (upper levels write-tracked, the two
     last-level tables write-protected).  vCPU0 and vCPU1 (in L1) edit those two
     last-level tables -- TDP MMU faults under the read lock that unsync the shadow pages
     below one shared parent -- while vCPU2 re-enters L2 (syncing unsync pages), takes an
-    EPT violation that needs a new shadow page with the VMM's KVM_SET_NR_MMU_PAGES
-    limit reached (the oldest shadow pages are zapped), and leaves L2."""
+    EPT violation, syncs again (INVEPT), takes another that finds the VMM's
+    KVM_SET_NR_MMU_PAGES limit reached (the oldest shadow pages are zapped), and leaves
+    L2."""
     from ..mmu.shadow_mmu import (kvm_mmu_change_mmu_pages, kvm_mmu_free_nested_root,
                                   kvm_mmu_load_nested_root, kvm_mmu_nested_ept_page_fault,
                                   kvm_mmu_sync_roots)
@@ -77,8 +78,9 @@ def mmu_nested_shadow_vs_tdp_faults(nr_mmu_pages: int = 8):
         def run():
             if v is l2:
                 kvm_mmu_sync_roots(v)                   # nested VM-entry
-                kvm_mmu_nested_ept_page_fault(v, 1024, ept12_walk(1024))
-                kvm_mmu_sync_roots(v)                   # INVEPT after L1's edits
+                for l2_gfn in (1024, 1536):             # the second one hits the limit
+                    kvm_mmu_nested_ept_page_fault(v, l2_gfn, ept12_walk(l2_gfn))
+                    kvm_mmu_sync_roots(v)               # INVEPT after L1's edits
                 kvm_mmu_free_nested_root(v)             # nested VM-exit
                 guest_access(v, 0x10 << 12, READ_ACCESS)
                 return
