@@ -263,7 +263,7 @@ def kvm_mmu_nested_ept_page_fault(vcpu, l2_gfn: int, table_gfns) -> int:
 
 # -- unsync (the TDP MMU fault path calls in under the read lock) -------------------------
 
-@requires("either")
+@requires("either", taken=("mmu_unsync_pages_lock",))
 def mmu_try_to_unsync_pages(vcpu, slot, gfn: int, can_unsync: bool, prefetch: bool) -> int:
     """A writable SPTE is about to map ``gfn``: unsync its (4K) shadow pages so L1 may
     write the guest page table without exits, or refuse.
