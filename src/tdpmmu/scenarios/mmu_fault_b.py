@@ -20,8 +20,7 @@ def mmu_prefault_vs_memslot_delete(pages: int = 3):
     has KVM_X86_QUIRK_SLOT_ZAP_ALL disabled, as a TDX VM (prefaulting's main user)
     does: the deletion zaps only the slot's range.  Once the slot is gone the prefault
     answers -ENOENT and the guest's accesses there are MMIO."""
-    from ..mmu.mmu import KvmPreFaultMemory, kvm_delete_memslot, kvm_vcpu_pre_fault_memory
-    from ..mmu.mmu import EAGAIN
+    from ..mmu.mmu import EAGAIN, KvmPreFaultMemory, kvm_delete_memslot, kvm_vcpu_pre_fault_memory
     kvm = build_vm(1, npages=512)
     kvm.slot_zap_all_quirk = False
     victim = kvm_set_memory_region(kvm, 0, 1, 512, 512, S.PG_LEVEL_4K)
