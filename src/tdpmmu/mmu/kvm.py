@@ -54,6 +54,9 @@ class KvmVmStat:
     remote_tlb_flush_requests: int = 0
     nx_lpage_splits: int = 0
     mmu_shadow_zapped: int = 0
+    #: shadow MMU (shadow_mmu.py)
+    mmu_unsync: int = 0
+    mmu_recycled: int = 0
 
     def pages(self, level: int) -> int:
         return (self.pages_4k, self.pages_2m, self.pages_1g)[level - 1]
@@ -141,6 +144,19 @@ class KvmArch:
     tdp_mmu_pages_list: ListHead = None
     mmu_valid_gen: int = 0
     disable_nx_huge_pages: bool = False
+    # -- the shadow MMU (shadow_mmu.py: nested shadow pages beside the TDP MMU) --
+    #: shadow pages, newest first.  Written only under: mmu_lock held for write.
+    active_mmu_pages: list = field(default_factory=list)
+    #: gfn -> shadow pages of that gfn.  Written only under: mmu_lock held for write.
+    mmu_page_hash: dict = field(default_factory=dict)
+    n_used_mmu_pages: int = 0
+    #: KVM_SET_NR_MMU_PAGES (default: KVM_MIN_ALLOC_MMU_PAGES, the floor for small VMs)
+    n_max_mmu_pages: int = 64
+    indirect_shadow_pages: int = 0
+    #: gfn -> upper-level shadow pages write-tracking it
+    shadow_write_track: dict = field(default_factory=dict)
+    #: taken by TDP MMU faults (read lock) to mark shadow pages unsync
+    mmu_unsync_pages_lock: SpinLock = None
 
 
 class Kvm:
@@ -180,6 +196,7 @@ class Kvm:
         self.arch.tdp_mmu_pages_lock = SpinLock("tdp_mmu_pages_lock")
         self.arch.tdp_mmu_pages_list = ListHead("tdp_mmu_pages",
                                                 lock=self.arch.tdp_mmu_pages_lock)
+        self.arch.mmu_unsync_pages_lock = SpinLock("mmu_unsync_pages_lock")
         self.arch.tdp_mmu_roots = RcuList("tdp_mmu_roots", self.arch.tdp_mmu_pages_lock,
                                           reader_lock=self.mmu_lock)
         #: the memslots, per address space, as last published (for setup and oracles);
@@ -266,6 +283,8 @@ class KvmVcpu:
         self.guest_exits = 0
         #: memory caches topped up before mmu_lock (mmu_topup_memory_caches)
         self.mmu_page_cache: list = []
+        #: arch.guest_mmu->root while running a nested (L2) guest: a shadow page
+        self.nested_root = None
 
     def __repr__(self) -> str:
         return f"<vcpu {self.vcpu_id}>"

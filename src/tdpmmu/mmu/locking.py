@@ -108,6 +108,7 @@ def _why(fn) -> str:
 
 
 _KERNEL_FILES = {"tdp_mmu": "tdp_mmu.c", "tdp_iter": "tdp_iter.c", "mmu": "mmu.c",
+                 "shadow_mmu": "mmu.c",
                  "hw": "(hardware page walker)", "kvm": "kvm_main.c"}
 
 
@@ -232,7 +233,7 @@ def _make_wrapper(fn, req, kidx, sidx, params, dying_ok):
 # -- the table -------------------------------------------------------------------
 
 def _load_model() -> None:
-    from . import mmu, tdp_mmu  # noqa: F401  (declarations register on import)
+    from . import mmu, shadow_mmu, tdp_mmu  # noqa: F401  (declarations register on import)
 
 
 def callers_map() -> dict[str, set[str]]:

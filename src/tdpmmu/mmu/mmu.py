@@ -18,7 +18,7 @@ from ..runtime import traps
 from ..runtime.ops import SYNC
 from ..runtime.errors import KernelWarning
 from ..sync import (GFP_KERNEL, RefCount, free_page, might_sleep, mutex_lock, mutex_unlock,  # noqa: F401
-                    need_resched,
+                    need_resched, cond_resched,
                     rcu_read_lock, rcu_read_unlock, read_lock, read_unlock, spin_lock,
                     spin_unlock, srcu_read_lock, srcu_read_unlock, write_lock, write_unlock)
 from . import oracles
@@ -197,6 +197,9 @@ def kvm_move_memslot(kvm: Kvm, slot, new_base_gfn: int) -> KvmMemorySlot:
 
 EINVAL = 22
 EFAULT = 14
+EAGAIN = 11
+ENOENT = 2
+EIO = 5
 
 
 @requires("none", held=("slots_lock",), yields=True, kernel="kvm_main.c")
@@ -383,6 +386,9 @@ def kvm_mmu_free_roots(kvm: Kvm, vcpu: KvmVcpu) -> None:
 
 def kvm_mmu_unload(vcpu: KvmVcpu) -> None:
     kvm_mmu_free_roots(vcpu.kvm, vcpu)
+    if vcpu.nested_root is not None:            # the guest_mmu's (nested EPT) root
+        from .shadow_mmu import kvm_mmu_free_nested_root
+        kvm_mmu_free_nested_root(vcpu)
 
 
 @transparent
@@ -462,7 +468,8 @@ def handle_mmio_page_fault(vcpu: KvmVcpu, gpa: int) -> int:
     return RET_PF_EMULATE
 
 
-def kvm_mmu_do_page_fault(vcpu: KvmVcpu, gpa: int, error_code: int, prefetch: bool) -> int:
+def kvm_mmu_do_page_fault(vcpu: KvmVcpu, gpa: int, error_code: int, prefetch: bool,
+                          level: list | None = None) -> int:
     kvm = vcpu.kvm
     fault = KvmPageFault(
         addr=gpa, error_code=error_code, prefetch=prefetch,
@@ -472,7 +479,10 @@ def kvm_mmu_do_page_fault(vcpu: KvmVcpu, gpa: int, error_code: int, prefetch: bo
         max_level=S.KVM_MAX_HUGEPAGE_LEVEL, gfn=gpa >> S.PAGE_SHIFT)
     if not prefetch:
         vcpu.stat.pf_taken += 1
-    return kvm_tdp_page_fault(vcpu, fault)
+    r = kvm_tdp_page_fault(vcpu, fault)
+    if level is not None:
+        level[0] = fault.goal_level          # the u8 *level out-parameter
+    return r
 
 
 def kvm_tdp_page_fault(vcpu: KvmVcpu, fault: KvmPageFault) -> int:
@@ -508,7 +518,11 @@ def kvm_tdp_mmu_page_fault(vcpu: KvmVcpu, fault: KvmPageFault) -> int:
     if locked:
         read_lock(kvm.mmu_lock)
     if not is_page_fault_stale(vcpu, fault):
-        r = kvm_tdp_mmu_map(vcpu, fault)
+        r = 0
+        if traps.defect("write-lock-helper-under-read-lock"):   # v5.13-v6.0 direct_page_fault
+            from .shadow_mmu import make_mmu_pages_available
+            r = make_mmu_pages_available(vcpu)
+        r = kvm_tdp_mmu_map(vcpu, fault) if not r else r
     if locked:
         read_unlock(kvm.mmu_lock)
     return r
@@ -534,7 +548,14 @@ def kvm_mmu_faultin_pfn(vcpu: KvmVcpu, fault: KvmPageFault) -> int:
         fault.map_writable = False
         return RET_PF_CONTINUE              # no slot: an MMIO SPTE will be created
     if slot.flags & KVM_MEMSLOT_INVALID:
-        return RET_PF_RETRY                 # being deleted or moved
+        # being deleted or moved: retry, so the old SPTEs are zapped before a new MMIO
+        # SPTE is made; a prefault punts to userspace (its ABI promises no forward
+        # progress: it retries inside one SRCU read section, which the deletion waits
+        # for -- 3ccbf6f47098)
+        if fault.prefetch and not traps.defect("prefault-vs-memslot-delete-deadlock"):
+            traps.cover("prefault-invalid-slot")
+            return -EAGAIN
+        return RET_PF_RETRY
     if (mmu_invalidate_retry_gfn_unsafe(kvm, fault.mmu_seq, fault.gfn)
             and not traps.defect("fault-ignores-mmu-seq")):
         return RET_PF_RETRY
@@ -674,6 +695,9 @@ def kvm_mmu_zap_all(kvm: Kvm) -> None:
     Requires: mmu_lock not held; takes it for write.
     """
     write_lock(kvm.mmu_lock)
+    if kvm.arch.active_mmu_pages:                   # shadow pages of nested guests
+        from .shadow_mmu import kvm_shadow_mmu_zap_all
+        kvm_shadow_mmu_zap_all(kvm)
     kvm_tdp_mmu_zap_all(kvm)
     write_unlock(kvm.mmu_lock)
 
@@ -1264,3 +1288,87 @@ def kvm_clear_dirty_log(kvm: Kvm, slot, gfns: set) -> None:
     slot.dirty_bitmap.difference_update(gfns)
     _reprotect(kvm, slot, gfns, "clear-dirty-log-skips-wrprot")
     oracles.note_harvest(kvm, slot, set(gfns), slot._manual_get_start)
+
+
+# -- KVM_PRE_FAULT_MEMORY (kvm_main.c / mmu.c, v6.10+) ------------------------------------
+
+class KvmPreFaultMemory:
+    """struct kvm_pre_fault_memory: the range still to map (updated as pages are mapped)."""
+
+    def __init__(self, gpa: int, size: int, flags: int = 0):
+        self.gpa = gpa
+        self.size = size
+        self.flags = flags
+
+
+@requires("none")
+def kvm_tdp_map_page(vcpu: KvmVcpu, gpa: int, error_code: int, level: list) -> int:
+    """Map one page of guest memory as a prefetch fault, retrying RET_PF_RETRY.
+
+    Requires: no mmu_lock (the fault takes it); kvm->srcu held (the caller's read
+    section spans every retry).
+    Why: RET_PF_RETRY is normally resolved by re-entering the guest; here nothing leaves
+    the SRCU section between tries, so a retry must be one that ends by itself (a memslot
+    being deleted answers -EAGAIN instead: see kvm_mmu_faultin_pfn).
+    Returns: 0, -ENOENT (no memslot: MMIO), -EAGAIN, or another -errno.
+    """
+    while True:
+        cond_resched()
+        r = kvm_mmu_do_page_fault(vcpu, gpa, error_code, True, level)
+        if r != RET_PF_RETRY:
+            break
+        traps.cover("prefault-retry")
+    if r < 0:
+        return r
+    if r in (RET_PF_FIXED, RET_PF_SPURIOUS, RET_PF_WRITE_PROTECTED):
+        return 0
+    if r == RET_PF_EMULATE:
+        return -ENOENT
+    WARN(True, "WARN_ONCE in kvm_tdp_map_page: could not fix page fault during prefault")
+    return -EIO
+
+
+@requires("none")
+def kvm_arch_vcpu_pre_fault_memory(vcpu: KvmVcpu, rng: KvmPreFaultMemory) -> int:
+    """Map the page at ``rng.gpa`` (TDP only: the MMU is indexed by guest physical address).
+
+    Requires: no mmu_lock; kvm->srcu held (by kvm_vcpu_pre_fault_memory).
+
+    Returns: the bytes covered (up to the end of the mapping, which may be huge), or -errno.
+    """
+    kvm_mmu_reload(vcpu)
+    level = [S.PG_LEVEL_4K]
+    r = kvm_tdp_map_page(vcpu, rng.gpa, 0, level)
+    if r < 0:
+        return r
+    size = S.KVM_PAGES_PER_HPAGE(level[0]) << S.PAGE_SHIFT
+    end = (rng.gpa & ~(size - 1)) + size
+    return min(rng.size, end - rng.gpa)
+
+
+@requires("none", taken=("kvm->srcu",), kernel="kvm_main.c")
+def kvm_vcpu_pre_fault_memory(vcpu: KvmVcpu, rng: KvmPreFaultMemory) -> int:
+    """The KVM_PRE_FAULT_MEMORY vCPU ioctl: map [gpa, gpa + size) ahead of the guest,
+    page by page, inside one kvm->srcu read section.
+
+    Requires: no mmu_lock; takes kvm->srcu (vcpu_load: the vCPU is not running).
+
+    Returns: 0 if at least one page was mapped, else the error (-EAGAIN: a memslot
+    in the range is being deleted or moved, try again; -ENOENT: no memslot).
+    """
+    if rng.flags or rng.gpa & 0xFFF or rng.size & 0xFFF or rng.size <= 0:
+        return -EINVAL
+    idx = srcu_read_lock(vcpu.kvm.srcu)
+    full_size = rng.size
+    r = 0
+    while rng.size:
+        r = kvm_arch_vcpu_pre_fault_memory(vcpu, rng)
+        if WARN(r in (0, -EIO), "WARN_ON_ONCE in kvm_vcpu_pre_fault_memory"):
+            break
+        if r < 0:
+            break
+        rng.size -= r
+        rng.gpa += r
+        cond_resched()
+    srcu_read_unlock(vcpu.kvm.srcu, idx)
+    return r if full_size == rng.size else 0

@@ -1018,11 +1018,20 @@ def tdp_mmu_map_handle_target_level(vcpu, fault, iter: TdpIter) -> int:
     if fault.slot is None:
         new_spte = S.make_mmio_spte(iter.gfn, S.ACC_ALL, fault.mmio_gen & S.MMIO_SPTE_GEN_MASK, m)
     else:
+        # make_spte's mmu_try_to_unsync_pages: a writable SPTE for a gfn that shadow
+        # pages shadow (nested guests) unsyncs them, or is refused (write-tracked)
+        write_protect = False
+        if (kvm.arch.indirect_shadow_pages and fault.map_writable
+                and not (S.is_writable_pte(old) and S.is_last_spte(old, iter.level))):
+            from .shadow_mmu import mmu_try_to_unsync_pages
+            write_protect = mmu_try_to_unsync_pages(vcpu, fault.slot, iter.gfn, True,
+                                                    fault.prefetch) != 0
         wrprot, new_spte = S.make_spte(
             level=iter.level, gfn=iter.gfn, pfn=fault.pfn, pte_access=S.ACC_ALL,
             old_spte=old, prefetch=fault.prefetch, host_writable=fault.map_writable,
             ad_disabled=sp.role.ad_disabled,
-            nx_huge_page_workaround=fault.nx_huge_page_workaround_enabled, m=m)
+            nx_huge_page_workaround=fault.nx_huge_page_workaround_enabled,
+            write_protect=write_protect, m=m)
     if new_spte == old:
         ret = RET_PF_SPURIOUS
     elif not tdp_mmu_set_spte_atomic(kvm, iter, new_spte):
