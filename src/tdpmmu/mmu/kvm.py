@@ -215,6 +215,10 @@ class Kvm:
         self.write_tracked: set = set()
         #: design A only: kworker tasks zapping invalidated roots (tdp_mmu_zap_wq)
         self.tdp_mmu_zap_wq: list = []
+        #: PML (kvm_x86_ops.cpu_dirty_log_size != 0, VMX enable_pml): the CPU logs the
+        #: GPA of every write that sets a D bit; KVM then tracks dirty pages by clearing
+        #: D instead of W -- except in roots whose role needs write protection (L2)
+        self.enable_pml = False
 
     def __repr__(self) -> str:
         return f"<Kvm {self.name}>"
@@ -260,6 +264,12 @@ class KvmVcpu:
         self.guest_exits = 0
         #: memory caches topped up before mmu_lock (mmu_topup_memory_caches)
         self.mmu_page_cache: list = []
+        #: is_guest_mode(): running L2 (L1 without EPT: the TDP MMU maps L2 in roots
+        #: with role.guest_mode); PML is off in vmcs02
+        self.guest_mode = False
+        #: the PML buffer: GPAs (as gfns) the CPU logged, flushed into the dirty bitmap
+        #: at VM exit (vmx_flush_pml_buffer)
+        self.pml_buffer: list = []
 
     def __repr__(self) -> str:
         return f"<vcpu {self.vcpu_id}>"
@@ -271,4 +281,5 @@ class KvmVcpu:
     def root_role(self):
         from .mmu_internal import KvmMmuPageRole
         return KvmMmuPageRole(level=self.kvm.root_level, smm=1 if self.smm else 0,
-                              ad_disabled=not self.kvm.masks.ad_enabled)
+                              ad_disabled=not self.kvm.masks.ad_enabled,
+                              guest_mode=self.guest_mode)

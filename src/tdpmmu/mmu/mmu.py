@@ -1064,7 +1064,7 @@ def kvm_slot_page_track_add_page(kvm: Kvm, slot, gfn: int) -> None:
     write_unlock(kvm.mmu_lock)
 
 
-# -- dirty logging (kvm_main.c / x86.c, the write-protection flavour: no PML) ----------
+# -- dirty logging (kvm_main.c / x86.c; write protection, or D bits with PML) ---------
 
 def mark_page_dirty_in_slot(kvm: Kvm, slot, gfn: int) -> None:
     """set_bit in the slot's dirty bitmap (an atomic set_bit: commutes, so no step)."""
@@ -1103,7 +1103,13 @@ def kvm_mmu_slot_apply_flags(kvm: Kvm, old_flags: int, new, change: str) -> None
         return
     if kvm.eager_page_split:
         kvm_mmu_slot_try_split_huge_pages(kvm, new, S.PG_LEVEL_4K)
-    kvm_mmu_slot_remove_write_access(kvm, new, S.PG_LEVEL_4K)
+    if kvm.enable_pml:
+        # PML logs writes that set D: clear D at 4K (L2 roots: W), and write-protect
+        # huge pages so that a write splits them
+        kvm_mmu_slot_leaf_clear_dirty(kvm, new)
+        kvm_mmu_slot_remove_write_access(kvm, new, S.PG_LEVEL_2M)
+    else:
+        kvm_mmu_slot_remove_write_access(kvm, new, S.PG_LEVEL_4K)
     kvm_flush_remote_tlbs_memslot(kvm, new)
 
 
@@ -1173,8 +1179,10 @@ def kvm_arch_mmu_enable_log_dirty_pt_masked(kvm: Kvm, slot, gfn_offset: int, mas
         kvm_mmu_slot_gfn_write_protect(kvm, slot, start, S.PG_LEVEL_2M)
         if S.gfn_round_for_level(start, S.PG_LEVEL_2M) != S.gfn_round_for_level(end, S.PG_LEVEL_2M):
             kvm_mmu_slot_gfn_write_protect(kvm, slot, end, S.PG_LEVEL_2M)
-    # kvm_mmu_write_protect_pt_masked (no PML)
-    kvm_tdp_mmu_clear_dirty_pt_masked(kvm, slot, slot.base_gfn + gfn_offset, mask, True)
+    # kvm_mmu_clear_dirty_pt_masked with PML (clear D; W in roots that need it),
+    # else kvm_mmu_write_protect_pt_masked
+    kvm_tdp_mmu_clear_dirty_pt_masked(kvm, slot, slot.base_gfn + gfn_offset, mask,
+                                      not kvm.enable_pml)
 
 
 def _bitmap_words(slot, gfns, width: int) -> list[tuple[int, int]]:

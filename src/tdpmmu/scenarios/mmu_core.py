@@ -505,16 +505,21 @@ def mmu_fast_pf_vs_write_track():
 
 @scenario("mmu-dirty-log-vs-writes", tags=MMU, dfs_bound=1, max_steps=80_000,
           key_branches=("fast-pf-made-writable",))
-def mmu_dirty_log_vs_writes(pages: int = 3, rounds: int = 2, mode: str = "dirty-log"):
+def mmu_dirty_log_vs_writes(pages: int = 3, rounds: int = 2, mode: str = "dirty-log",
+                            pml: bool = False, nested: bool = False):
     """dirty_log_test's invariant: a vCPU keeps writing pages while the VMM enables dirty
     logging (write-protect) and collects the log repeatedly -- ``mode`` "dirty-log"
     (GET_DIRTY_LOG takes the bitmap, re-protects and flushes) or "clear-log" (manual
     protect: GET is a snapshot, CLEAR_DIRTY_LOG clears and re-protects).  Every write must
-    show up in a collection."""
+    show up in a collection.  ``pml``: the CPU logs writes that set D bits (KVM clears D
+    instead of W); ``nested``: once logging is on, L1 (without EPT) enters L2, which
+    keeps writing the same pages through its own TDP root (PML is off for L2)."""
+    from ..mmu.hw import kvm_nested_transition
     from ..mmu.mmu import kvm_clear_dirty_log, kvm_get_dirty_log_manual, kvm_get_dirty_log_protect
     if mode not in ("dirty-log", "clear-log"):
         raise InvariantViolation(f"mode must be dirty-log or clear-log, not {mode!r}")
     kvm = build_vm(1)
+    kvm.enable_pml = pml
     if mode == "clear-log":
         kvm.manual_dirty_log_protect = (KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE
                                         | KVM_DIRTY_LOG_INITIALLY_SET)
@@ -526,8 +531,12 @@ def mmu_dirty_log_vs_writes(pages: int = 3, rounds: int = 2, mode: str = "dirty-
     def vcpu():
         write_pages(v, 1, pages)
         started.wait_for_completion()
+        if nested:
+            kvm_nested_transition(v, True)      # VMLAUNCH of L2
         for r in range(rounds):
             write_pages(v, 1, pages)
+        if nested:
+            kvm_nested_transition(v, False)
         finished.complete_all()
 
     def harvest():
