@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from ..sync import Mutex, RwLock, SpinLock, SrcuStruct, Words
 from ..sync.rculist import RcuList
+from ..sync.vhost_task import Once
 from . import spte as S
 
 KVM_ADDRESS_SPACE_NUM = 2
@@ -137,6 +138,10 @@ class KvmArch:
     possible_nx_huge_pages: list = field(default_factory=list)
     mmu_valid_gen: int = 0
     disable_nx_huge_pages: bool = False
+    #: the NX recovery vhost task, created by the first KVM_RUN (call_once on nx_once);
+    #: None until then although the VM is already visible to the module-param setters
+    nx_huge_page_recovery_thread: object = None
+    nx_once: object = None
 
 
 class Kvm:
@@ -174,6 +179,7 @@ class Kvm:
         self.srcu = SrcuStruct("kvm->srcu")
         self.arch = KvmArch()
         self.arch.tdp_mmu_pages_lock = SpinLock("tdp_mmu_pages_lock")
+        self.arch.nx_once = Once("kvm->arch.nx_once")        # kvm_arch_post_init_vm
         self.arch.tdp_mmu_roots = RcuList("tdp_mmu_roots", self.arch.tdp_mmu_pages_lock,
                                           reader_lock=self.mmu_lock)
         #: the memslots, per address space, as last published (for setup and oracles);

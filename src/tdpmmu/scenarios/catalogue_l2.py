@@ -20,3 +20,22 @@ register_catalogue_defect(
                 "GET_DIRTY_LOG re-protects an L2 page by clearing D, L2's next write sets "
                 "D with nobody logging it, and the next harvest misses the page.",
     params={"pml": True, "nested": True})
+
+
+# -- A6. NX huge page recovery -------------------------------------------------------
+
+register_catalogue_defect(
+    "nx-worker-published-before-start",
+    "the nx_huge_pages setter wakes a VM's recovery thread before the first KVM_RUN "
+    "created it",
+    "NullPointerDereference", ["mmu-nx-toggle-vs-exec-faults"],
+    fix="43fb96ae7855 KVM: x86/mmu: Ensure NX huge page recovery thread is alive before "
+        "waking (Fixes: 931656b9e2ff)",
+    description="Since the NX recovery vhost task became on-demand (created through "
+                "call_once by the first KVM_RUN), a VM is visible to the module-param "
+                "setters before it has a thread.  set_nx_huge_pages (and the recovery "
+                "ratio/period setter) call vhost_task_wake(kvm->arch.nx_huge_page_"
+                "recovery_thread) without a NULL check, and the creation path stores "
+                "the pointer before starting the task: an admin writing the parameter "
+                "while the VM starts dereferences NULL.",
+    params={"toggle_at_start": True})

@@ -783,14 +783,18 @@ def mmu_memslot_delete_recreate_vs_access():
 
 @scenario("mmu-nx-toggle-vs-exec-faults", tags=MMU, dfs_bound=1, max_steps=80_000,
           key_branches=("nx-recovery-skipped-dirty-logging",))
-def mmu_nx_toggle_vs_exec_faults(vcpus: int = 2):
+def mmu_nx_toggle_vs_exec_faults(vcpus: int = 2, toggle_at_start: bool = False):
     """The admin turns the NX huge page mitigation on at run time (the nx_huge_pages
-    module parameter: every VM zaps all its SPTEs) while vCPUs execute from and write to
-    2M-backed memory mapped huge; then dirty logging starts on the slot while the
-    recovery thread wakes up, period after period, and must leave the NX splits of a
-    dirty-logged slot in place (it only unaccounts them).  From the moment enabling
-    returned, no instruction fetch may use an executable huge page."""
-    from ..mmu.mmu import calc_nx_huge_pages_recovery_period, kvm_nx_huge_page_recovery_worker, set_nx_huge_pages
+    module parameter: every VM zaps all its SPTEs and wakes its recovery thread) while
+    vCPUs execute from and write to 2M-backed memory mapped huge; then dirty logging
+    starts on the slot while the recovery thread wakes up, period after period, and must
+    leave the NX splits of a dirty-logged slot in place (it only unaccounts them).  From
+    the moment enabling returned, no instruction fetch may use an executable huge page.
+    Each vCPU thread's first KVM_RUN starts the VM's on-demand recovery thread;
+    ``toggle_at_start``: the admin writes the parameter while the VM is still starting,
+    racing those first KVM_RUNs (else after every vCPU ran)."""
+    from ..mmu.mmu import (calc_nx_huge_pages_recovery_period, kvm_arch_vcpu_ioctl_run,
+                           kvm_nx_huge_page_recovery_worker, set_nx_huge_pages)
     kvm = kvm_create_vm(nx_huge_pages=False)
     slot = kvm_set_memory_region(kvm, 0, 0, 0, 1024, S.PG_LEVEL_2M)
     for _ in range(vcpus):
@@ -802,6 +806,7 @@ def mmu_nx_toggle_vs_exec_faults(vcpus: int = 2):
     def vcpu_body(v):
         def run():
             code = 0x200 * (v.vcpu_id % 2)
+            kvm_arch_vcpu_ioctl_run(v)
             guest_access(v, (code + 0x10) << 12, EXEC_ACCESS)     # huge and executable
             ran[v.vcpu_id].complete_all()
             guest_access(v, (code + 0x11) << 12, EXEC_ACCESS)     # maybe racing the toggle
@@ -812,8 +817,9 @@ def mmu_nx_toggle_vs_exec_faults(vcpus: int = 2):
         return run
 
     def admin():
-        for c in ran:
-            c.wait_for_completion()
+        if not toggle_at_start:
+            for c in ran:
+                c.wait_for_completion()
         set_nx_huge_pages(kvm, True)
         enforced.complete_all()
         enable_dirty_logging(kvm, slot)
