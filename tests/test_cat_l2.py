@@ -13,7 +13,7 @@ from tdpmmu.mmu.mmu import (kvm_arch_vcpu_ioctl_run, kvm_destroy_vm, kvm_get_dir
                             set_nx_huge_pages, set_nx_huge_pages_recovery_param)
 from tdpmmu.mmu.oracles import DirtyLogIncomplete
 from tdpmmu.runtime import Execution
-from tdpmmu.runtime.errors import NullPointerDereference, Oops
+from tdpmmu.runtime.errors import KernelWarning, NullPointerDereference, Oops
 from tdpmmu.runtime.strategies import FreeRun, RandomWalk
 from tdpmmu.runtime.task import DONE
 from tdpmmu.sync import mutex_lock, mutex_unlock, spawn
@@ -185,3 +185,31 @@ def test_l2_roots_are_write_protected_when_clearing_dirty_state(defect):
     with pytest.raises(DirtyLogIncomplete):
         run_single(body, defects=("l2-dirty-log-needs-wrprot",))
     assert S.is_writable_pte(seen["spte"]) and not seen["spte"] & S.PT_DIRTY_MASK
+
+
+def test_make_spte_wrprot_only_is_an_ad_type_of_a_d_enabled_spte():
+    _, spte = S.make_spte(level=S.PG_LEVEL_4K, gfn=1, pfn=1, ad_need_write_protect=True)
+    assert spte & S.SPTE_TDP_AD_MASK == S.SPTE_TDP_AD_WRPROT_ONLY
+    assert S.spte_ad_enabled(spte) and S.spte_ad_need_write_protect(spte)
+    _, spte = S.make_spte(level=S.PG_LEVEL_4K, gfn=1, pfn=1, ad_need_write_protect=True,
+                          ad_disabled=True)
+    assert spte & S.SPTE_TDP_AD_MASK == S.SPTE_TDP_AD_DISABLED
+
+
+def test_with_l2_sptes_present_at_enable_the_kernels_own_warn_fires():
+    """syzbot's route (CONFIG_KVM_PROVE_MMU): enabling logging with PML clears dirty
+    state slot-wide; with the defect, clear_dirty_gfn_range clears D on a WRPROT_ONLY
+    SPTE and its KVM_MMU_WARN_ON fires."""
+    def body(kvm):
+        kvm.enable_pml = True
+        slot = add_slot(kvm, npages=512)
+        v = vcpu(kvm)
+        kvm_nested_transition(v, True)
+        guest_access(v, 1 << 12, WRITE_ACCESS)
+        mutex_lock(kvm.slots_lock)
+        kvm_set_memslot_dirty_logging(kvm, slot, True)
+        mutex_unlock(kvm.slots_lock)
+        return not S.is_writable_pte(_spte(kvm, v, 1))
+    assert run_single(body)[0]
+    with pytest.raises(KernelWarning, match="clear_dirty_gfn_range"):
+        run_single(body, defects=("l2-dirty-log-needs-wrprot",))

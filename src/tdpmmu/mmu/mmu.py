@@ -786,7 +786,8 @@ def kvm_wake_nx_recovery_thread(kvm: Kvm) -> None:
     """Wake the VM's NX recovery thread if it exists: it is spawned on demand at the
     first KVM_RUN, so a VM the module-param setters can see may have none yet (and then
     no possible NX huge page either).  Mirrors: mmu.c (43fb96ae7855)."""
-    traps.schedule_point((READ, None, "READ_ONCE(kvm->arch.nx_huge_page_recovery_thread)", None))
+    traps.schedule_point((READ, None, "READ_ONCE(kvm->arch.nx_huge_page_recovery_thread)",
+                          None))
     nx_thread = kvm.arch.nx_huge_page_recovery_thread
     if nx_thread is not None:
         vhost_task_wake(nx_thread)
@@ -817,7 +818,8 @@ def kvm_mmu_start_lpage_recovery(kvm: Kvm) -> int:
         vhost_task_start(nx_thread)
         return 0
     vhost_task_start(nx_thread)
-    traps.schedule_point((WRITE, None, "WRITE_ONCE(kvm->arch.nx_huge_page_recovery_thread)", None))
+    traps.schedule_point((WRITE, None, "WRITE_ONCE(kvm->arch.nx_huge_page_recovery_thread)",
+                          None))
     kvm.arch.nx_huge_page_recovery_thread = nx_thread
     return 0
 

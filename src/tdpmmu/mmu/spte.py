@@ -38,8 +38,9 @@ Kernel names are preserved.  Deviations from the kernel, all deliberate:
 * **make_spte inputs.**  ``synchronizing`` is always false (TDP MMU).  The
   ``mmu_try_to_unsync_pages`` refusal (shadow pages at this gfn) is the boolean
   ``write_protect``.  WRPROT_ONLY (PML + guest mode) is produced by :func:`make_spte`
-  when asked with ``ad_need_write_protect`` (kvm_mmu_page_ad_need_write_protect(sp)).  The NX huge-page mitigation
-  (``is_nx_huge_page_enabled``) is the boolean ``nx_huge_page_workaround``.  The
+  when asked with ``ad_need_write_protect`` (kvm_mmu_page_ad_need_write_protect(sp)).
+  The NX huge-page mitigation (``is_nx_huge_page_enabled``) is the boolean
+  ``nx_huge_page_workaround``.  The
   effective ``role.ad_disabled`` is ``ad_disabled or not m.ad_enabled`` because a TDP
   root's role has ``ad_disabled = !kvm_ad_enabled``; asking for A/D-disabled SPTEs
   with NPT masks raises ``ValueError`` (bits 53:52 stay 0 on non-EPT SPTEs).  ``shadow_me_value`` is applied
