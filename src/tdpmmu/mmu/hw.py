@@ -108,6 +108,8 @@ def vcpu_enter_guest(vcpu: KvmVcpu) -> None:
 
 
 def vcpu_exit_guest(vcpu: KvmVcpu) -> None:
+    if vcpu.pml_buffer:
+        vmx_flush_pml_buffer(vcpu)
     vcpu.mode.write_once(0, OUTSIDE_GUEST_MODE)
     vcpu.guest_exits += 1
     waiters, vcpu.guest_exit_waiters = vcpu.guest_exit_waiters, []
@@ -151,6 +153,8 @@ def hardware_walk(vcpu: KvmVcpu, gfn: int, access: str):
         bits = m.accessed_mask | (m.dirty_mask if access == WRITE_ACCESS else 0)
         if spte & bits != bits:
             pt.atomic_or(idx, bits)             # the A/D assist: a locked RMW
+            if bits & ~spte & m.dirty_mask:
+                pml_log_write(vcpu, gfn)
         dirty = dirty or access == WRITE_ACCESS
     base = S.gfn_round_for_level(gfn, level)
     kvm.young_walks[(root.as_id, gfn)] = (pt, idx, S.spte_to_pfn(spte), root)  # aging oracle
@@ -158,7 +162,7 @@ def hardware_walk(vcpu: KvmVcpu, gfn: int, access: str):
                     (pt, idx), dirty)
 
 
-def dirty_bit_assist(vcpu: KvmVcpu, e: TlbEntry) -> bool:
+def dirty_bit_assist(vcpu: KvmVcpu, e: TlbEntry, gfn: int | None = None) -> bool:
     """A write through a cached translation whose D bit is clear: the CPU sets D in the
     SPTE with a locked RMW (no mmu_lock: this is what makes writable-clean SPTEs
     volatile).  If the SPTE no longer holds that translation, the CPU walks again
@@ -171,6 +175,8 @@ def dirty_bit_assist(vcpu: KvmVcpu, e: TlbEntry) -> bool:
         return False
     if not spte & m.dirty_mask:
         pt.atomic_or(idx, m.dirty_mask)
+        if gfn is not None:
+            pml_log_write(vcpu, gfn)
     e.dirty = True
     return True
 
@@ -192,7 +198,7 @@ def guest_access(vcpu: KvmVcpu, gpa: int, access: str = READ_ACCESS) -> int | No
         if e is not None and _allowed(e, access):
             oracles.check_tlb_hit(vcpu, e, gfn, access)
             if (access == WRITE_ACCESS and not e.dirty and vcpu.kvm.masks.ad_enabled
-                    and not dirty_bit_assist(vcpu, e)):
+                    and not dirty_bit_assist(vcpu, e, gfn)):
                 vcpu.tlb.entries.pop((e.gfn, e.level), None)
                 e = None
         if e is None or not _allowed(e, access):
@@ -232,4 +238,42 @@ def kvm_smm_transition(vcpu: KvmVcpu, smm: bool) -> None:
     if vcpu.smm == smm:
         return
     vcpu.smm = smm
+    kvm_mmu_unload(vcpu)
+
+
+# -- PML and nested guests (VMX) ---------------------------------------------------------
+
+def pml_log_write(vcpu: KvmVcpu, gfn: int) -> None:
+    """Page-modification logging: a write that set a D bit in a leaf SPTE appends its
+    GPA to the vCPU's PML buffer -- only while PML is enabled in the current VMCS,
+    which it never is for L2 (prepare_vmcs02_early clears SECONDARY_EXEC_ENABLE_PML).
+    Deviates: no PML-full exit (the buffer is flushed at every exit anyway)."""
+    if vcpu.kvm.enable_pml and not vcpu.guest_mode:
+        vcpu.pml_buffer.append(gfn)
+
+
+def vmx_flush_pml_buffer(vcpu: KvmVcpu) -> None:
+    """At VM exit, kvm_vcpu_mark_page_dirty every logged GPA (vmx_flush_pml_buffer).
+
+    Deviates: runs before vcpu->mode becomes OUTSIDE_GUEST_MODE and without a step of
+    its own (kvm_arch_sync_dirty_log's kick before a harvest is then not needed: every
+    model access exits); the slot lookup uses the published memslots without an SRCU
+    step (vcpu_run holds kvm->srcu around the exit handler)."""
+    from .mmu import mark_page_dirty_in_slot
+    kvm = vcpu.kvm
+    logged, vcpu.pml_buffer = vcpu.pml_buffer, []
+    for gfn in logged:
+        slot = kvm.gfn_to_memslot(vcpu.as_id, gfn)
+        if slot is not None:
+            mark_page_dirty_in_slot(kvm, slot, gfn)
+
+
+def kvm_nested_transition(vcpu: KvmVcpu, guest_mode: bool) -> None:
+    """Nested VM-entry (L1 runs L2) or VM-exit back to L1, with L1 not using EPT: KVM
+    maps L2 with its own TDP roots, whose role has guest_mode set (L2's GPAs are L1's,
+    so they share L1's memslots).  The MMU context is reset: the root is unloaded and
+    the next entry loads the root for the new role."""
+    if vcpu.guest_mode == guest_mode:
+        return
+    vcpu.guest_mode = guest_mode
     kvm_mmu_unload(vcpu)

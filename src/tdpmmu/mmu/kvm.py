@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from ..sync import Mutex, RwLock, SpinLock, SrcuStruct, Words
 from ..sync.list import ListHead
 from ..sync.rculist import RcuList
+from ..sync.vhost_task import Once
 from . import spte as S
 
 KVM_ADDRESS_SPACE_NUM = 2
@@ -157,6 +158,10 @@ class KvmArch:
     shadow_write_track: dict = field(default_factory=dict)
     #: taken by TDP MMU faults (read lock) to mark shadow pages unsync
     mmu_unsync_pages_lock: SpinLock = None
+    #: the NX recovery vhost task, created by the first KVM_RUN (call_once on nx_once);
+    #: None until then although the VM is already visible to the module-param setters
+    nx_huge_page_recovery_thread: object = None
+    nx_once: object = None
 
 
 class Kvm:
@@ -197,6 +202,7 @@ class Kvm:
         self.arch.tdp_mmu_pages_list = ListHead("tdp_mmu_pages",
                                                 lock=self.arch.tdp_mmu_pages_lock)
         self.arch.mmu_unsync_pages_lock = SpinLock("mmu_unsync_pages_lock")
+        self.arch.nx_once = Once("kvm->arch.nx_once")        # kvm_arch_post_init_vm
         self.arch.tdp_mmu_roots = RcuList("tdp_mmu_roots", self.arch.tdp_mmu_pages_lock,
                                           reader_lock=self.mmu_lock)
         #: the memslots, per address space, as last published (for setup and oracles);
@@ -238,6 +244,10 @@ class Kvm:
         self.write_tracked: set = set()
         #: design A only: kworker tasks zapping invalidated roots (tdp_mmu_zap_wq)
         self.tdp_mmu_zap_wq: list = []
+        #: PML (kvm_x86_ops.cpu_dirty_log_size != 0, VMX enable_pml): the CPU logs the
+        #: GPA of every write that sets a D bit; KVM then tracks dirty pages by clearing
+        #: D instead of W -- except in roots whose role needs write protection (L2)
+        self.enable_pml = False
 
     def __repr__(self) -> str:
         return f"<Kvm {self.name}>"
@@ -285,6 +295,12 @@ class KvmVcpu:
         self.mmu_page_cache: list = []
         #: arch.guest_mmu->root while running a nested (L2) guest: a shadow page
         self.nested_root = None
+        #: is_guest_mode(): running L2 (L1 without EPT: the TDP MMU maps L2 in roots
+        #: with role.guest_mode); PML is off in vmcs02
+        self.guest_mode = False
+        #: the PML buffer: GPAs (as gfns) the CPU logged, flushed into the dirty bitmap
+        #: at VM exit (vmx_flush_pml_buffer)
+        self.pml_buffer: list = []
 
     def __repr__(self) -> str:
         return f"<vcpu {self.vcpu_id}>"
@@ -296,4 +312,5 @@ class KvmVcpu:
     def root_role(self):
         from .mmu_internal import KvmMmuPageRole
         return KvmMmuPageRole(level=self.kvm.root_level, smm=1 if self.smm else 0,
-                              ad_disabled=not self.kvm.masks.ad_enabled)
+                              ad_disabled=not self.kvm.masks.ad_enabled,
+                              guest_mode=self.guest_mode)

@@ -15,12 +15,14 @@ from __future__ import annotations
 import numpy as np
 
 from ..runtime import traps
-from ..runtime.ops import SYNC
+from ..runtime.ops import READ, SYNC, WRITE
 from ..runtime.errors import KernelWarning
 from ..sync import (GFP_KERNEL, RefCount, free_page, might_sleep, mutex_lock, mutex_unlock,  # noqa: F401
                     need_resched, cond_resched,
                     rcu_read_lock, rcu_read_unlock, read_lock, read_unlock, spin_lock,
                     spin_unlock, srcu_read_lock, srcu_read_unlock, write_lock, write_unlock)
+from ..sync.vhost_task import (call_once, vhost_task_create, vhost_task_start, vhost_task_stop,
+                               vhost_task_wake)
 from . import oracles
 from . import spte as S
 from .kvm import (HOST_PFN_ALIGN, HOST_PFN_BASE, KVM_REQ_MMU_FREE_OBSOLETE_ROOTS,
@@ -247,6 +249,7 @@ def kvm_destroy_vm(kvm: Kvm) -> None:
     caches, then kvm_mmu_uninit_vm, which must leave no root, no page table and no
     pending RCU callback."""
     kvm.dying = True
+    kvm_mmu_pre_destroy_vm(kvm)           # kvm_arch_pre_destroy_vm
     kvm_mmu_zap_all(kvm)
     for vcpu in kvm.vcpus:
         kvm_mmu_unload(vcpu)
@@ -808,7 +811,103 @@ def set_nx_huge_pages(kvm: Kvm, enable: bool) -> None:
         mutex_lock(kvm.slots_lock)
         kvm_mmu_zap_all_fast(kvm)
         mutex_unlock(kvm.slots_lock)
+    if traps.defect("nx-worker-published-before-start"):
+        vhost_task_wake(kvm.arch.nx_huge_page_recovery_thread)     # 931656b9e2ff
+    else:
+        kvm_wake_nx_recovery_thread(kvm)
     kvm.nx_enforced = kvm.nx_huge_page_workaround_enabled
+
+
+def set_nx_huge_pages_recovery_param(kvm: Kvm, ratio: int | None = None,
+                                     period_ms: int | None = None) -> None:
+    """Writing nx_huge_pages_recovery_ratio or _period_ms: if recovery becomes enabled,
+    or its period shorter, every VM's recovery thread is woken to recompute its timeout.
+
+    Requires: nothing (the kernel holds kvm_lock to walk the VM list: one VM here).
+    """
+    was = calc_nx_huge_pages_recovery_period(kvm)
+    if ratio is not None:
+        kvm.nx_huge_pages_recovery_ratio = ratio
+    if period_ms is not None:
+        kvm.nx_huge_pages_recovery_period_ms = period_ms
+    new = calc_nx_huge_pages_recovery_period(kvm)
+    if new and (not was or was > new):
+        if traps.defect("nx-worker-published-before-start"):
+            vhost_task_wake(kvm.arch.nx_huge_page_recovery_thread)     # 931656b9e2ff
+        else:
+            kvm_wake_nx_recovery_thread(kvm)
+
+
+def kvm_wake_nx_recovery_thread(kvm: Kvm) -> None:
+    """Wake the VM's NX recovery thread if it exists: it is spawned on demand at the
+    first KVM_RUN, so a VM the module-param setters can see may have none yet (and then
+    no possible NX huge page either).  Mirrors: mmu.c (43fb96ae7855)."""
+    traps.schedule_point((READ, None, "READ_ONCE(kvm->arch.nx_huge_page_recovery_thread)",
+                          None))
+    nx_thread = kvm.arch.nx_huge_page_recovery_thread
+    if nx_thread is not None:
+        vhost_task_wake(nx_thread)
+
+
+def kvm_nx_huge_page_recovery_thread_fn(kvm: Kvm) -> bool:
+    """The recovery vhost task's function (the kernel's kvm_nx_huge_page_recovery_worker
+    with its ``void *data``): whether recovery is on decides how long to sleep.
+
+    Deviates: the model has no clock of its own, so "sleep until the period elapses"
+    (schedule_timeout) is "sleep until woken"; the runs that a period's expiry triggers
+    are played by scenarios calling :func:`kvm_nx_huge_page_recovery_worker` with an
+    explicit time.  Returns False (nothing done: sleep)."""
+    calc_nx_huge_pages_recovery_period(kvm)
+    return False
+
+
+def kvm_mmu_start_lpage_recovery(kvm: Kvm) -> int:
+    """call_once callback of the first KVM_RUN: create the recovery thread, start it,
+    and only then publish it (WRITE_ONCE), so a module-param setter never sees a thread
+    that is not running.  Returns 0 (the model's vhost_task_create does not fail).
+    Deviates: takes the VM (the kernel's callback gets the once, container_of)."""
+    nx_thread = vhost_task_create(kvm_nx_huge_page_recovery_thread_fn, kvm,
+                                  "kvm-nx-lpage-recovery")
+    if traps.defect("nx-worker-published-before-start"):
+        # 931656b9e2ff: the pointer is stored at creation, before the task starts
+        kvm.arch.nx_huge_page_recovery_thread = nx_thread
+        vhost_task_start(nx_thread)
+        return 0
+    vhost_task_start(nx_thread)
+    traps.schedule_point((WRITE, None, "WRITE_ONCE(kvm->arch.nx_huge_page_recovery_thread)",
+                          None))
+    kvm.arch.nx_huge_page_recovery_thread = nx_thread
+    return 0
+
+
+@requires("none", taken=("kvm->arch.nx_once.lock",), yields=True)
+def kvm_mmu_post_init_vm(kvm: Kvm) -> int:
+    """Start the NX recovery thread once per VM (from KVM_RUN).
+
+    Requires: mmu_lock not held; takes the once's mutex (call_once).
+    Why: creating the task may sleep; concurrent first KVM_RUNs of several vCPUs must
+    create one thread, and the later ones return only once it exists.
+    Returns: 0 or the creation error.
+    """
+    return call_once(kvm.arch.nx_once, lambda _once: kvm_mmu_start_lpage_recovery(kvm))
+
+
+def kvm_arch_vcpu_ioctl_run(vcpu: KvmVcpu) -> int:
+    """KVM_RUN's prologue: the VM's on-demand work (the NX recovery thread) is started
+    by the first vCPU to run.  Scenarios that model the recovery thread call this at the
+    start of each vCPU thread (guest_access models the guest running, not the ioctl).
+    Returns: 0 or -errno."""
+    return kvm_mmu_post_init_vm(vcpu.kvm)
+
+
+@requires("none", yields=True)
+def kvm_mmu_pre_destroy_vm(kvm: Kvm) -> None:
+    """Stop the recovery thread, if one was started, before the VM goes away.
+
+    Requires: mmu_lock not held (vhost_task_stop waits for the thread to exit).
+    """
+    if kvm.arch.nx_huge_page_recovery_thread is not None:
+        vhost_task_stop(kvm.arch.nx_huge_page_recovery_thread)
 
 
 def kvm_vm_enable_cap_disable_nx_huge_pages(kvm: Kvm) -> int:
@@ -1120,7 +1219,7 @@ def kvm_slot_page_track_add_page(kvm: Kvm, slot, gfn: int) -> None:
     write_unlock(kvm.mmu_lock)
 
 
-# -- dirty logging (kvm_main.c / x86.c, the write-protection flavour: no PML) ----------
+# -- dirty logging (kvm_main.c / x86.c; write protection, or D bits with PML) ---------
 
 def mark_page_dirty_in_slot(kvm: Kvm, slot, gfn: int) -> None:
     """set_bit in the slot's dirty bitmap (an atomic set_bit: commutes, so no step)."""
@@ -1159,7 +1258,13 @@ def kvm_mmu_slot_apply_flags(kvm: Kvm, old_flags: int, new, change: str) -> None
         return
     if kvm.eager_page_split:
         kvm_mmu_slot_try_split_huge_pages(kvm, new, S.PG_LEVEL_4K)
-    kvm_mmu_slot_remove_write_access(kvm, new, S.PG_LEVEL_4K)
+    if kvm.enable_pml:
+        # PML logs writes that set D: clear D at 4K (L2 roots: W), and write-protect
+        # huge pages so that a write splits them
+        kvm_mmu_slot_leaf_clear_dirty(kvm, new)
+        kvm_mmu_slot_remove_write_access(kvm, new, S.PG_LEVEL_2M)
+    else:
+        kvm_mmu_slot_remove_write_access(kvm, new, S.PG_LEVEL_4K)
     kvm_flush_remote_tlbs_memslot(kvm, new)
 
 
@@ -1229,8 +1334,10 @@ def kvm_arch_mmu_enable_log_dirty_pt_masked(kvm: Kvm, slot, gfn_offset: int, mas
         kvm_mmu_slot_gfn_write_protect(kvm, slot, start, S.PG_LEVEL_2M)
         if S.gfn_round_for_level(start, S.PG_LEVEL_2M) != S.gfn_round_for_level(end, S.PG_LEVEL_2M):
             kvm_mmu_slot_gfn_write_protect(kvm, slot, end, S.PG_LEVEL_2M)
-    # kvm_mmu_write_protect_pt_masked (no PML)
-    kvm_tdp_mmu_clear_dirty_pt_masked(kvm, slot, slot.base_gfn + gfn_offset, mask, True)
+    # kvm_mmu_clear_dirty_pt_masked with PML (clear D; W in roots that need it),
+    # else kvm_mmu_write_protect_pt_masked
+    kvm_tdp_mmu_clear_dirty_pt_masked(kvm, slot, slot.base_gfn + gfn_offset, mask,
+                                      not kvm.enable_pml)
 
 
 def _bitmap_words(slot, gfns, width: int) -> list[tuple[int, int]]:

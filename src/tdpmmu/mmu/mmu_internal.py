@@ -132,6 +132,14 @@ class KvmMmuPage(RcuListNode):
         return f"<sp {self.spt.name} L{self.role.level} as{self.as_id} gfn={self.gfn:#x}>"
 
 
+def kvm_mmu_page_ad_need_write_protect(kvm, sp) -> bool:
+    """With PML the GPAs the CPU logs while running L2 would be L2's, so KVM disables
+    PML for L2 and must track L2 mappings' dirty state by write protection (their
+    SPTEs are SPTE_TDP_AD_WRPROT_ONLY).  Mirrors: mmu_internal.h (cpu_dirty_log_size
+    is ``kvm.enable_pml``)."""
+    return kvm.enable_pml and sp.role.guest_mode
+
+
 @dataclass
 class KvmPageFault:
     """struct kvm_page_fault (the fields the TDP MMU uses)."""

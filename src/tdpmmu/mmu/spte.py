@@ -37,9 +37,10 @@ Kernel names are preserved.  Deviations from the kernel, all deliberate:
   forced to UC is not modelled.  NPT has no memtype bits.
 * **make_spte inputs.**  ``synchronizing`` is always false (TDP MMU).  The
   ``mmu_try_to_unsync_pages`` refusal (shadow pages at this gfn) is the boolean
-  ``write_protect``.  WRPROT_ONLY (PML + guest mode) is never produced by
-  :func:`make_spte` (the predicates still understand it).  The NX huge-page mitigation
-  (``is_nx_huge_page_enabled``) is the boolean ``nx_huge_page_workaround``.  The
+  ``write_protect``.  WRPROT_ONLY (PML + guest mode) is produced by :func:`make_spte`
+  when asked with ``ad_need_write_protect`` (kvm_mmu_page_ad_need_write_protect(sp)).
+  The NX huge-page mitigation (``is_nx_huge_page_enabled``) is the boolean
+  ``nx_huge_page_workaround``.  The
   effective ``role.ad_disabled`` is ``ad_disabled or not m.ad_enabled`` because a TDP
   root's role has ``ad_disabled = !kvm_ad_enabled``; asking for A/D-disabled SPTEs
   with NPT masks raises ``ValueError`` (bits 53:52 stay 0 on non-EPT SPTEs).  ``shadow_me_value`` is applied
@@ -582,13 +583,14 @@ def make_spte(*, level: int, gfn: int, pfn: int, pte_access: int = ACC_ALL,
               old_spte: int = SHADOW_NONPRESENT_VALUE, prefetch: bool = False,
               host_writable: bool = True, ad_disabled: bool = False,
               nx_huge_page_workaround: bool = False, memtype: int | None = None,
-              write_protect: bool = False, m: SpteMasks = EPT) -> tuple[bool, int]:
+              write_protect: bool = False, m: SpteMasks = EPT,
+              ad_need_write_protect: bool = False) -> tuple[bool, int]:
     """Build a leaf SPTE mapping ``pfn`` at ``level``; returns ``(wrprot, new_spte)``.
 
     Steps (tdp-mmu.md 2.4, N with synchronizing = false):
 
-    1. MMU-present bit; AD-type DISABLED if ``ad_disabled`` (or ``m`` has no A/D);
-       ``shadow_present_mask``.
+    1. MMU-present bit; AD-type DISABLED if ``ad_disabled`` (or ``m`` has no A/D),
+       else WRPROT_ONLY if ``ad_need_write_protect``; ``shadow_present_mask``.
     2. Accessed unless ``prefetch``.
     3. Above 4K with the NX workaround, drop exec; X (or NX) from ``pte_access``; user
        bit if ACC_USER; PS above 4K; memtype (``memtype`` or ``m.default_memtype``).
@@ -620,6 +622,8 @@ def make_spte(*, level: int, gfn: int, pfn: int, pte_access: int = ACC_ALL,
 
     # 1.
     spte = SPTE_MMU_PRESENT_MASK | _ad_type(ad_disabled, m)
+    if ad_need_write_protect and spte_ad_enabled(spte):
+        spte |= SPTE_TDP_AD_WRPROT_ONLY
     spte |= m.present_mask
     # 2.
     if not prefetch:

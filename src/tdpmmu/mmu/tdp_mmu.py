@@ -43,7 +43,7 @@ from .locking import requires, transparent
 from .mmu_internal import (HDR_INVALID, HDR_NX, HDR_TO_ZAP, HDR_WORDS, KVM_ALL_ROOTS,
                            KVM_DIRECT_ROOTS, KVM_INVALID_ROOTS, KVM_VALID_ROOTS, RET_PF_EMULATE,
                            RET_PF_FIXED, RET_PF_RETRY, RET_PF_SPURIOUS, RET_PF_WRITE_PROTECTED,
-                           KvmMmuPage)
+                           KvmMmuPage, kvm_mmu_page_ad_need_write_protect)
 from .tdp_iter import (TdpIter, first_stop, for_each_tdp_pte, for_each_tdp_pte_min_level,
                        for_each_tdp_pte_min_level_all, spte_to_child_pt, tdp_iter_start,
                        tdp_mmu_max_gfn_exclusive)
@@ -1031,7 +1031,8 @@ def tdp_mmu_map_handle_target_level(vcpu, fault, iter: TdpIter) -> int:
             old_spte=old, prefetch=fault.prefetch, host_writable=fault.map_writable,
             ad_disabled=sp.role.ad_disabled,
             nx_huge_page_workaround=fault.nx_huge_page_workaround_enabled,
-            write_protect=write_protect, m=m)
+            write_protect=write_protect, m=m,
+            ad_need_write_protect=kvm_mmu_page_ad_need_write_protect(kvm, sp))
     if new_spte == old:
         ret = RET_PF_SPURIOUS
     elif not tdp_mmu_set_spte_atomic(kvm, iter, new_spte):
@@ -1276,9 +1277,11 @@ def kvm_tdp_mmu_gpa_is_mapped(vcpu, gpa: int) -> bool:
 # -- dirty logging (the part the oracles need now; the rest comes with part 2) ------
 
 def tdp_mmu_need_write_protect(kvm, root) -> bool:
-    """Dirty state is tracked by write-protection when A/D bits are off (or PML in
-    guest mode, not modelled); otherwise by clearing the Dirty bit."""
-    return not kvm.masks.ad_enabled
+    """Dirty state is tracked by write-protection when A/D bits are off, or when the
+    root's role needs it (PML with an L2 root: PML is off while L2 runs); otherwise by
+    clearing the Dirty bit.  Every page of a tree shares its root's role (but level),
+    so the root decides for the whole tree."""
+    return kvm_mmu_page_ad_need_write_protect(kvm, root) or not kvm.masks.ad_enabled
 
 
 @requires("read", taken=("rcu",), yields=True)
@@ -1291,7 +1294,11 @@ def clear_dirty_gfn_range(kvm, root, start: int, end: int) -> bool:
     Returns: whether an SPTE changed (the caller flushes).
     """
     m = kvm.masks
-    dbit = S.PT_WRITABLE_MASK if tdp_mmu_need_write_protect(kvm, root) else m.dirty_mask
+    if traps.defect("l2-dirty-log-needs-wrprot"):
+        # before 2673dfb591a3: kvm_ad_enabled() alone decides, not the root's role
+        dbit = m.dirty_mask if m.ad_enabled else S.PT_WRITABLE_MASK
+    else:
+        dbit = S.PT_WRITABLE_MASK if tdp_mmu_need_write_protect(kvm, root) else m.dirty_mask
     spte_set = False
     rcu_read_lock()
     for iter in for_each_tdp_pte(kvm, root, start, end):
@@ -1419,8 +1426,12 @@ def clear_dirty_pt_masked(kvm, root, gfn: int, mask: int, wrprot: bool) -> None:
     volatile (the CPU may set D concurrently), a plain store otherwise.
     """
     m = kvm.masks
-    dbit = (S.PT_WRITABLE_MASK if wrprot or tdp_mmu_need_write_protect(kvm, root)
-            else m.dirty_mask)
+    if traps.defect("l2-dirty-log-needs-wrprot"):
+        # before 2673dfb591a3: (wrprot || !kvm_ad_enabled()), not the root's role
+        dbit = S.PT_WRITABLE_MASK if wrprot or not m.ad_enabled else m.dirty_mask
+    else:
+        dbit = (S.PT_WRITABLE_MASK if wrprot or tdp_mmu_need_write_protect(kvm, root)
+                else m.dirty_mask)
     if not mask:
         return
     start = gfn + ((mask & -mask).bit_length() - 1)

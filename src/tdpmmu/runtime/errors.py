@@ -64,6 +64,13 @@ class Oops(Violation):
     summary = "model code crashed with an unexpected exception (a kernel oops)"
 
 
+class NullPointerDereference(Oops):
+    """Model code dereferenced a NULL pointer: an attribute, item or call of ``None``
+    (the kernel's "BUG: kernel NULL pointer dereference" oops)."""
+
+    summary = "BUG: kernel NULL pointer dereference (model code used None as an object)"
+
+
 # -- lockdep -----------------------------------------------------------------------
 
 class LockdepViolation(Violation):

@@ -374,10 +374,27 @@ def _task_id(t: Task) -> int:
     return t.id
 
 
+def _is_null_dereference(e: Exception) -> bool:
+    """Whether ``e`` is Python's form of a NULL dereference: an attribute of None
+    (AttributeError.obj, Python 3.10+), or None subscripted or called."""
+    if isinstance(e, AttributeError):
+        return getattr(e, "obj", _NO_OBJ) is None
+    if isinstance(e, TypeError):
+        msg = str(e)
+        return msg.startswith("'NoneType' object is not ")
+    return False
+
+
+_NO_OBJ = object()
+
+
 def _oops(e: Exception) -> Oops:
     if isinstance(e, AssertionError):
         from .errors import InvariantViolation
         v = InvariantViolation(str(e) or "assertion failed")
+    elif _is_null_dereference(e):
+        from .errors import NullPointerDereference
+        v = NullPointerDereference(f"{type(e).__name__}: {e}")
     else:
         v = Oops(f"{type(e).__name__}: {e}")
     v.__cause__ = e

@@ -506,16 +506,21 @@ def mmu_fast_pf_vs_write_track():
 
 @scenario("mmu-dirty-log-vs-writes", tags=MMU, dfs_bound=1, max_steps=80_000,
           key_branches=("fast-pf-made-writable",))
-def mmu_dirty_log_vs_writes(pages: int = 3, rounds: int = 2, mode: str = "dirty-log"):
+def mmu_dirty_log_vs_writes(pages: int = 3, rounds: int = 2, mode: str = "dirty-log",
+                            pml: bool = False, nested: bool = False):
     """dirty_log_test's invariant: a vCPU keeps writing pages while the VMM enables dirty
     logging (write-protect) and collects the log repeatedly -- ``mode`` "dirty-log"
     (GET_DIRTY_LOG takes the bitmap, re-protects and flushes) or "clear-log" (manual
     protect: GET is a snapshot, CLEAR_DIRTY_LOG clears and re-protects).  Every write must
-    show up in a collection."""
+    show up in a collection.  ``pml``: the CPU logs writes that set D bits (KVM clears D
+    instead of W); ``nested``: once logging is on, L1 (without EPT) enters L2, which
+    keeps writing the same pages through its own TDP root (PML is off for L2)."""
+    from ..mmu.hw import kvm_nested_transition
     from ..mmu.mmu import kvm_clear_dirty_log, kvm_get_dirty_log_manual, kvm_get_dirty_log_protect
     if mode not in ("dirty-log", "clear-log"):
         raise InvariantViolation(f"mode must be dirty-log or clear-log, not {mode!r}")
     kvm = build_vm(1)
+    kvm.enable_pml = pml
     if mode == "clear-log":
         kvm.manual_dirty_log_protect = (KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE
                                         | KVM_DIRTY_LOG_INITIALLY_SET)
@@ -527,8 +532,12 @@ def mmu_dirty_log_vs_writes(pages: int = 3, rounds: int = 2, mode: str = "dirty-
     def vcpu():
         write_pages(v, 1, pages)
         started.wait_for_completion()
+        if nested:
+            kvm_nested_transition(v, True)      # VMLAUNCH of L2
         for r in range(rounds):
             write_pages(v, 1, pages)
+        if nested:
+            kvm_nested_transition(v, False)
         finished.complete_all()
 
     def harvest():
@@ -775,14 +784,18 @@ def mmu_memslot_delete_recreate_vs_access():
 
 @scenario("mmu-nx-toggle-vs-exec-faults", tags=MMU, dfs_bound=1, max_steps=80_000,
           key_branches=("nx-recovery-skipped-dirty-logging",))
-def mmu_nx_toggle_vs_exec_faults(vcpus: int = 2):
+def mmu_nx_toggle_vs_exec_faults(vcpus: int = 2, toggle_at_start: bool = False):
     """The admin turns the NX huge page mitigation on at run time (the nx_huge_pages
-    module parameter: every VM zaps all its SPTEs) while vCPUs execute from and write to
-    2M-backed memory mapped huge; then dirty logging starts on the slot while the
-    recovery thread wakes up, period after period, and must leave the NX splits of a
-    dirty-logged slot in place (it only unaccounts them).  From the moment enabling
-    returned, no instruction fetch may use an executable huge page."""
-    from ..mmu.mmu import calc_nx_huge_pages_recovery_period, kvm_nx_huge_page_recovery_worker, set_nx_huge_pages
+    module parameter: every VM zaps all its SPTEs and wakes its recovery thread) while
+    vCPUs execute from and write to 2M-backed memory mapped huge; then dirty logging
+    starts on the slot while the recovery thread wakes up, period after period, and must
+    leave the NX splits of a dirty-logged slot in place (it only unaccounts them).  From
+    the moment enabling returned, no instruction fetch may use an executable huge page.
+    Each vCPU thread's first KVM_RUN starts the VM's on-demand recovery thread;
+    ``toggle_at_start``: the admin writes the parameter while the VM is still starting,
+    racing those first KVM_RUNs (else after every vCPU ran)."""
+    from ..mmu.mmu import (calc_nx_huge_pages_recovery_period, kvm_arch_vcpu_ioctl_run,
+                           kvm_nx_huge_page_recovery_worker, set_nx_huge_pages)
     kvm = kvm_create_vm(nx_huge_pages=False)
     slot = kvm_set_memory_region(kvm, 0, 0, 0, 1024, S.PG_LEVEL_2M)
     for _ in range(vcpus):
@@ -794,6 +807,7 @@ def mmu_nx_toggle_vs_exec_faults(vcpus: int = 2):
     def vcpu_body(v):
         def run():
             code = 0x200 * (v.vcpu_id % 2)
+            kvm_arch_vcpu_ioctl_run(v)
             guest_access(v, (code + 0x10) << 12, EXEC_ACCESS)     # huge and executable
             ran[v.vcpu_id].complete_all()
             guest_access(v, (code + 0x11) << 12, EXEC_ACCESS)     # maybe racing the toggle
@@ -804,8 +818,9 @@ def mmu_nx_toggle_vs_exec_faults(vcpus: int = 2):
         return run
 
     def admin():
-        for c in ran:
-            c.wait_for_completion()
+        if not toggle_at_start:
+            for c in ran:
+                c.wait_for_completion()
         set_nx_huge_pages(kvm, True)
         enforced.complete_all()
         enable_dirty_logging(kvm, slot)
