@@ -104,6 +104,8 @@ def run_campaign(plan: list[Job], jobs: int | None = None, on_done=None,
     try:
         futures = {pool.submit(_run, job, stop_on_first): i for i, job in enumerate(plan)}
         for fut in as_completed(futures):
+            if fut.cancelled():         # dropped after a failure earlier in plan order
+                continue
             i = futures[fut]
             results[i] = fut.result()
             if on_done:
