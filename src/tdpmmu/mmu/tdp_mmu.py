@@ -223,7 +223,9 @@ def tdp_mmu_next_root(kvm, prev_root, types: int):
     Requires: mmu_lock held, either mode (roots are RCU-protected, but role.invalid is
     protected by mmu_lock).
     Why: the next reference is taken before the previous one is put, and prev's link is
-    read while it is still held.
+    read while it is still held.  Catalogue root-put-never-frees: prev is dropped with a
+    plain decrement (v5.10); root-iter-next-after-free: prev is put before its link is
+    read (v1 of the fix).
     Returns: the next root (referenced) or None.
     """
     roots = kvm.arch.tdp_mmu_roots

@@ -87,4 +87,4 @@ register_defect(
     "find it gone) and frees it after a grace period; handle_changed_spte writes A/D "
     "state back to the struct page (kvm_set_pfn_accessed/dirty, until v6.13).  A "
     "correct design: the base of yield-with-unreachable-root.",
-    source="design variant (v5.17)")
+    source="design variant")
