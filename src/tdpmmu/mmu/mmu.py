@@ -1004,6 +1004,20 @@ def kvm_host_remap_gfn(kvm: Kvm, as_id: int, gfn: int, new_pfn: int) -> None:
     kvm_mmu_notifier_invalidate_range_end(kvm, gfn, gfn + 1)
 
 
+def kvm_host_migrate_folio(kvm: Kvm, as_id: int, gfn: int, npages: int, new_pfn: int) -> None:
+    """The host migrates a folio of ``npages`` pages backing [gfn, gfn + npages) (NUMA
+    balancing, compaction): one notifier-bracketed change for the whole folio, the
+    old pages given back once invalidate_range_start returned."""
+    slot = kvm.gfn_to_memslot(as_id, gfn)
+    old_pfn = slot.gfn_to_pfn(gfn)
+    kvm_mmu_notifier_invalidate_range_start(kvm, gfn, gfn + npages)
+    kvm.freed_host_ranges.append((old_pfn, npages, f"folio of gfns {gfn:#x}+{npages} "
+                                                   f"migrated"))
+    for i in range(npages):
+        slot.remapped[gfn + i] = new_pfn + i
+    kvm_mmu_notifier_invalidate_range_end(kvm, gfn, gfn + npages)
+
+
 # -- aging: MMU-notifier clear_young / test_young ----------------------------------------
 
 @requires("none", taken=("rcu",))

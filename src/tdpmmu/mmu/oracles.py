@@ -332,6 +332,21 @@ def check_host_access(vcpu, gfn: int, pfn: int | None, how: str) -> None:
             f"survived a memslot update or host remap")
 
 
+def check_host_page_touch(kvm, pfn: int, how: str) -> None:
+    """KVM itself is about to touch the struct page of host page ``pfn`` (``how``: e.g.
+    kvm_set_pfn_dirty when a zapped leaf hands its Dirty bit back).  The host got the
+    page back once the mmu_notifier invalidation (or memslot deletion) covering it
+    returned; from then on no SPTE may map it, so nothing may write its state back."""
+    for first, n, why in kvm.freed_host_ranges:
+        if first <= pfn < first + n:
+            v = HostSafetyViolation(
+                f"{traps.current_task().name}: {how} on host pfn {pfn:#x}, but that page "
+                f"was given back to the host ({why}): an SPTE mapping it survived the "
+                f"invalidation")
+            v.add_evidence("touched", f"{how}({pfn:#x}) at {format_site(traps.site())}")
+            raise v
+
+
 class NxHugePageViolation(InvariantViolation):
     summary = ("a guest instruction fetch used an executable huge page while the NX huge "
                "page (iTLB multihit) mitigation was enforced")

@@ -200,6 +200,9 @@ def kvm_tdp_mmu_put_root(kvm, root: KvmMmuPage) -> None:
     if not root.tdp_mmu_root_count.refcount_dec_and_test():
         return
     traps.cover("last-root-put")
+    if root_lifetime_v5_17():
+        tdp_mmu_put_last_root_v5_17(kvm, root)          # design variant (v5.13-v5.17)
+        return
     if vcpu_held_roots():
         # Design V: the last vCPU reference of a still-valid root makes it defunct
         if tdp_mmu_put_defunct_root(kvm, root):
@@ -235,10 +238,17 @@ def tdp_mmu_next_root(kvm, prev_root, types: int):
     Requires: mmu_lock held, either mode (roots are RCU-protected, but role.invalid is
     protected by mmu_lock).
     Why: the next reference is taken before the previous one is put, and prev's link is
-    read while it is still held.
+    read while it is still held.  Catalogue root-put-never-frees: prev is dropped with a
+    plain decrement (v5.10); root-iter-next-after-free: prev is put before its link is
+    read (v1 of the fix).
     Returns: the next root (referenced) or None.
     """
     roots = kvm.arch.tdp_mmu_roots
+    next_after_free = prev_root is not None and traps.defect("root-iter-next-after-free")
+    if next_after_free:
+        # catalogue root-iter-next-after-free (v1 of a889ea54b3da): the previous root
+        # is put -- maybe the last reference, which frees it -- before its link is read
+        kvm_tdp_mmu_put_root(kvm, prev_root)
     rcu_read_lock()
     if prev_root is not None:
         next_root = roots.list_next_or_null_rcu(prev_root)
@@ -249,8 +259,13 @@ def tdp_mmu_next_root(kvm, prev_root, types: int):
             break
         next_root = roots.list_next_or_null_rcu(next_root)
     rcu_read_unlock()
-    if prev_root is not None:
-        kvm_tdp_mmu_put_root(kvm, prev_root)
+    if prev_root is not None and not next_after_free:
+        if traps.defect("root-put-never-frees"):
+            # catalogue root-put-never-frees (v5.10): the walk's temporary reference is
+            # dropped with the plain decrement whose "reached zero" nobody acts on
+            prev_root.tdp_mmu_root_count.refcount_dec()
+        else:
+            kvm_tdp_mmu_put_root(kvm, prev_root)
     return next_root
 
 
@@ -276,8 +291,12 @@ def for_each_valid_tdp_mmu_root_yield_safe(kvm, as_id: int):
 
 
 def for_each_tdp_mmu_root_yield_safe(kvm):
-    """All roots, valid and invalid, of every address space (no as_id filter: the seed)."""
-    return __for_each_tdp_mmu_root_yield_safe(kvm, -1, KVM_ALL_ROOTS)
+    """All roots, valid and invalid, of every address space (no as_id filter: the seed).
+
+    Catalogue seed-root-iter-as-id-filter (B1): the walker keeps the pre-v6.6 one
+    address space filter (as_id 0), so SMM roots are never visited."""
+    as_id = 0 if traps.defect("seed-root-iter-as-id-filter") else -1
+    return __for_each_tdp_mmu_root_yield_safe(kvm, as_id, KVM_ALL_ROOTS)
 
 
 @requires("write")
@@ -314,6 +333,11 @@ def kvm_tdp_mmu_alloc_root(vcpu) -> None:
         spin_lock(kvm.arch.tdp_mmu_pages_lock)
         for root in kvm.arch.tdp_mmu_roots.list_for_each_entry(True, "tdp_mmu_pages_lock held"):
             if root.role == role and not root_is_invalid(root):
+                if root_lifetime_v5_17() and not kvm_tdp_mmu_get_root(root):
+                    continue                # v5.17: its last put is unlinking it
+                if root_lifetime_v5_17():
+                    found = root
+                    break
                 if not WARN(not kvm_tdp_mmu_get_root(root),
                             "WARN_ON_ONCE in kvm_tdp_mmu_alloc_root: matching root not gettable"):
                     found = root
@@ -321,7 +345,8 @@ def kvm_tdp_mmu_alloc_root(vcpu) -> None:
         if found is None:
             found = tdp_mmu_alloc_sp(vcpu)
             tdp_mmu_init_sp(found, None, 0, role)
-            count = 1 if vcpu_held_roots() or traps.defect("root-freed-on-last-vcpu-put") else 2
+            count = (1 if vcpu_held_roots() or root_lifetime_v5_17()
+                     or traps.defect("root-freed-on-last-vcpu-put") else 2)
             found.tdp_mmu_root_count = RefCount(f"{found.spt.name}.tdp_mmu_root_count", count,
                                                 owner=found.hdr)
             found.init_link(found.spt.name, owner=found.hdr)
@@ -507,6 +532,8 @@ def handle_changed_spte(kvm, as_id: int, gfn: int, old_spte: int, new_spte: int,
         oracles.aging_disturbed(kvm, as_id, gfn, level)
     if was_leaf:
         oracles.note_leaf_change(kvm, as_id, gfn, old_spte, new_spte, level)
+        if root_lifetime_v5_17():
+            handle_changed_spte_acc_dirty_v5_17(kvm, old_spte, new_spte, level)
     if is_leaf:
         bad = S.check_spte_writable_invariants(new_spte, m)
         WARN(bad is not None, f"WARN_ONCE in check_spte_writable_invariants: {bad}")
@@ -814,6 +841,8 @@ def kvm_tdp_mmu_invalidate_roots(kvm, root_types: int) -> None:
     for root in kvm.arch.tdp_mmu_roots.list_for_each_entry(held, "mmu_lock held for write"):
         if not tdp_mmu_root_match(root, root_types) or root_is_invalid(root):
             continue
+        if root_lifetime_v5_17() and not kvm_tdp_mmu_get_root(root):
+            continue                    # v5.17: a reference for the zapper, if still live
         root.hdr.write(HDR_TO_ZAP, 1)
         root.hdr.write(HDR_INVALID, 1)
 
@@ -954,6 +983,86 @@ def tdp_mmu_invalidate_vcpu_held_roots(kvm, root_types: int) -> None:
     rcu_read_unlock()
 
 
+# -- design variant v5.17 (v5.13 - v5.17): roots live while vCPUs reference them ------
+
+#: the named design variant (selected like a defect: ``--defect root-lifetime-v5.17``)
+ROOT_LIFETIME_V5_17 = "root-lifetime-v5.17"
+
+
+@transparent
+def root_lifetime_v5_17() -> bool:
+    """The v5.17 root lifetime is in force (the variant, or the catalogue defect built
+    on it)."""
+    return traps.defect(ROOT_LIFETIME_V5_17) or traps.defect("yield-with-unreachable-root")
+
+
+@requires("either", taken=("tdp_mmu_pages_lock", "rcu"), kernel="tdp_mmu.c (v5.17)")
+def tdp_mmu_put_last_root_v5_17(kvm, root: KvmMmuPage) -> None:
+    """kvm_tdp_mmu_put_root of v5.17 after the last reference went: unlink the root,
+    zap everything it maps, free it after a grace period.  No TLB flush (every vCPU
+    flushes when it loads a root).
+
+    Requires: mmu_lock held, either mode (v5.17 passed ``shared``; the model reads the
+    mode held).
+    Why: the root is unreachable once unlinked -- mmu_notifiers cannot see it -- so its
+    zap must not drop mmu_lock: a notifier either ran before (and zapped through the
+    listed root) or runs after (and finds nothing).  Catalogue
+    yield-with-unreachable-root lets the zap yield anyway.
+    """
+    WARN(not root.tdp_mmu_page, "WARN_ON in kvm_tdp_mmu_put_root: not a TDP MMU page")
+    spin_lock(kvm.arch.tdp_mmu_pages_lock)
+    kvm.arch.tdp_mmu_roots.list_del_rcu(root)
+    spin_unlock(kvm.arch.tdp_mmu_pages_lock)
+    shared = not lockdep_is_held_type(kvm.mmu_lock, "write")
+    can_yield = traps.defect("yield-with-unreachable-root")
+    zap_unlinked_root_v5_17(kvm, root, shared, can_yield)
+    call_rcu(tdp_mmu_free_sp_rcu_callback(root), "tdp_mmu_free_sp_rcu_callback")
+
+
+@requires("shared", taken=("rcu",), yields=True, kernel="tdp_mmu.c (v5.17)")
+def zap_unlinked_root_v5_17(kvm, root: KvmMmuPage, shared: bool, can_yield: bool) -> None:
+    """zap_gfn_range(kvm, root, 0, -1ull, can_yield, false, shared) of an unlinked
+    root: every present entry, leaves first (N's passes: 4K, 2M, 1G, top level).
+
+    Requires: mmu_lock per ``shared``; takes RCU.
+    Deviates: v5.17 zapped the top-level entries in one go; the passes only add the
+    points where a yielding zap (the catalogue defect) can drop the lock.
+    """
+    rcu_read_lock()
+    for zap_level in (S.PG_LEVEL_4K, S.PG_LEVEL_2M, S.PG_LEVEL_1G, root.role.level):
+        for iter in for_each_tdp_pte_min_level_all(kvm, root, zap_level):
+            while True:                                 # "retry:"
+                if can_yield and tdp_mmu_iter_cond_resched(kvm, iter, False, shared):
+                    break
+                if not S.is_shadow_present_pte(iter.old_spte) or iter.level > zap_level:
+                    break
+                if not shared:
+                    tdp_mmu_iter_set_spte(kvm, iter, S.SHADOW_NONPRESENT_VALUE)
+                    break
+                if tdp_mmu_set_spte_atomic(kvm, iter, S.SHADOW_NONPRESENT_VALUE):
+                    break
+    rcu_read_unlock()
+
+
+@requires("none", kernel="tdp_mmu.c (v5.17)")
+def handle_changed_spte_acc_dirty_v5_17(kvm, old_spte: int, new_spte: int, level: int) -> None:
+    """handle_changed_spte_acc_track and the dirty half of __handle_changed_spte (until
+    v6.13): a leaf that goes away (or loses A/D, or changes pfn) hands its Accessed and
+    Dirty state to the host page: kvm_set_pfn_accessed / kvm_set_pfn_dirty touch the
+    struct page of the old pfn.
+
+    Requires: nothing of its own (the caller's mmu_lock and RCU).
+    """
+    m = kvm.masks
+    pfn = S.spte_to_pfn(old_spte)
+    gone = (not S.is_shadow_present_pte(new_spte) or not S.is_last_spte(new_spte, level)
+            or S.spte_to_pfn(new_spte) != pfn)
+    if S.is_accessed_spte(old_spte, m) and (gone or not S.is_accessed_spte(new_spte, m)):
+        oracles.check_host_page_touch(kvm, pfn, "kvm_set_pfn_accessed")
+    if old_spte & m.dirty_mask and (gone or not new_spte & m.dirty_mask):
+        oracles.check_host_page_touch(kvm, pfn, "kvm_set_pfn_dirty")
+
+
 @requires("write", yields=True)
 def kvm_tdp_mmu_unmap_gfn_range(kvm, as_id: int, start: int, end: int, may_block: bool,
                                 flush: bool) -> bool:
@@ -961,9 +1070,18 @@ def kvm_tdp_mmu_unmap_gfn_range(kvm, as_id: int, start: int, end: int, may_block
     invalid roots (notifier events must reach every root that may still be used).
 
     Requires: mmu_lock held for write.
+    Why: the walk takes a reference on each root because the zap may yield
+    (``may_block``): a root put meanwhile stays alive until the walk moves on.
+    Catalogue notifier-unmap-unsafe-root-iter (e1eed5847b09, v5.15): the walk takes no
+    references (valid only if mmu_lock is never dropped) but the zap still yields.
     Returns: whether a flush is needed.
     """
-    for root in __for_each_tdp_mmu_root_yield_safe(kvm, as_id, KVM_DIRECT_ROOTS | KVM_INVALID_ROOTS):
+    types = KVM_DIRECT_ROOTS | KVM_INVALID_ROOTS
+    if traps.defect("notifier-unmap-unsafe-root-iter"):
+        roots = __for_each_tdp_mmu_root(kvm, as_id, types)
+    else:
+        roots = __for_each_tdp_mmu_root_yield_safe(kvm, as_id, types)
+    for root in roots:
         flush = tdp_mmu_zap_leafs(kvm, root, start, end, may_block, flush)
     return flush
 
