@@ -878,6 +878,7 @@ def kvm_tdp_mmu_zap_possible_nx_huge_page(kvm, sp: KvmMmuPage) -> bool:
                 "WARN_ON_ONCE in kvm_tdp_mmu_zap_possible_nx_huge_page: parent SPTE not present"):
             return False
     elif spte_to_child_pt(kvm, iter.old_spte, iter.level) is not sp.spt:
+        traps.cover("nx-zap-parent-changed")
         return False
     if not tdp_mmu_set_spte_atomic(kvm, iter, S.SHADOW_NONPRESENT_VALUE):
         WARN(spte_to_child_pt(kvm, iter.old_spte, iter.level) is sp.spt,

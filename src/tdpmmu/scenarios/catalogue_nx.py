@@ -34,7 +34,7 @@ register_catalogue_defect(
 register_catalogue_defect(
     "nx-recovery-readlock-stale-parent/parent",
     "read-lock NX recovery trusts a shadow-present parent SPTE",
-    "KernelWarning", ["mmu-nx-recovery-smm", "mmu-nx-recovery-vs-fault"],
+    "KernelWarning", ["mmu-nx-recovery-smm"],
     fix="a57750909580 KVM: x86/mmu: Recover TDP MMU NX huge pages using MMU read lock "
         "(review of v2/v3, <ZyJCjJx2lxnEnDwa@google.com>)",
     description="kvm_tdp_mmu_zap_possible_nx_huge_page keeps the write-lock era check "
