@@ -263,6 +263,13 @@ class Kvm:
     def host_page_readonly(self, pfn: int) -> bool:
         return any(first <= pfn < first + n for first, n in self.host_readonly_ranges)
 
+    @property
+    def nr_memslots_dirty_logging(self) -> int:
+        """kvm->nr_memslots_dirty_logging (an atomic_t the kernel updates when a memslot
+        update commits; readers accept a stale value): here counted from the published
+        memslots of every address space."""
+        return sum(slot.dirty_logging() for slots in self.memslots for slot in slots)
+
     def gfn_to_memslot(self, as_id: int, gfn: int):
         for slot in self.memslots[as_id]:
             if slot.contains(gfn):

@@ -720,6 +720,31 @@ def unaccount_nx_huge_page(kvm: Kvm, sp) -> None:
     untrack_possible_nx_huge_page(kvm, sp)
 
 
+@requires("either")
+def kvm_mmu_sp_dirty_logging_enabled(kvm: Kvm, sp) -> bool:
+    """Whether the memslot of ``sp``'s gfn, in ``sp``'s address space, is being
+    dirty-logged (NX recovery leaves such pages alone: they would fault back in at 4K).
+
+    Requires: mmu_lock held (either mode: read for the TDP MMU pass) and kvm->srcu.
+    Why: the memslot lookup is skipped while no slot logs (nr_memslots_dirty_logging is
+    read racily: a stale value only costs efficiency); the slots are those of the page's
+    role (kvm_memslots_for_spte_role), and a possible NX huge page always lies in one.
+    Returns: True if the page's slot has dirty logging on.
+    """
+    slot = None
+    if kvm.nr_memslots_dirty_logging:
+        as_id = sp.as_id
+        if traps.defect("nx-recovery-wrong-address-space"):
+            as_id = 0      # eb298605705a: gfn_to_memslot(kvm, gfn), i.e. kvm_memslots(kvm)
+        slots = kvm.srcu.srcu_dereference(kvm.memslots_cell, as_id)
+        for cand in slots:                          # __gfn_to_memslot
+            if cand.contains(sp.gfn):
+                slot = cand
+        WARN(slot is None, "WARN_ON_ONCE in kvm_mmu_sp_dirty_logging_enabled: no memslot "
+                           f"for gfn {sp.gfn:#x} of an NX huge page (as_id {as_id})")
+    return slot is not None and slot.dirty_logging()
+
+
 @requires("none", takes="read", taken=("kvm->srcu", "rcu", "tdp_mmu_pages_lock"), yields=True)
 def kvm_recover_nx_huge_pages(kvm: Kvm, ratio: int | None = None) -> None:
     """Zap a share of the page tables that exist only because of the NX huge page
@@ -749,12 +774,12 @@ def kvm_recover_nx_huge_pages(kvm: Kvm, ratio: int | None = None) -> None:
                                       "the NX list without nx_huge_page_disallowed")
         unaccount_nx_huge_page(kvm, sp)
         spin_unlock(kvm.arch.tdp_mmu_pages_lock)
-        slot = None
-        for cand in kvm.srcu.srcu_dereference(kvm.memslots_cell, sp.as_id):
-            if cand.contains(sp.gfn):
-                slot = cand
-        if not (slot is not None and slot.dirty_logging()):
-            flush |= kvm_tdp_mmu_zap_possible_nx_huge_page(kvm, sp)
+        if not kvm_mmu_sp_dirty_logging_enabled(kvm, sp):
+            if traps.defect("nx-recovery-drops-tdp-flush"):
+                # 29cf0f5007a2: the TDP MMU zap's "a flush is needed" is discarded
+                kvm_tdp_mmu_zap_possible_nx_huge_page(kvm, sp)
+            else:
+                flush |= kvm_tdp_mmu_zap_possible_nx_huge_page(kvm, sp)
         else:
             traps.cover("nx-recovery-skipped-dirty-logging")
         WARN(bool(sp.hdr.read_once(HDR_NX)), "WARN_ON_ONCE in kvm_recover_nx_huge_pages: flag set")
@@ -763,7 +788,11 @@ def kvm_recover_nx_huge_pages(kvm: Kvm, ratio: int | None = None) -> None:
                 kvm_flush_remote_tlbs(kvm)
                 flush = False
             rcu_read_unlock()
-            kvm.mmu_lock.cond_resched_rwlock_read()
+            if traps.defect("nx-recovery-readlock-stale-parent/resched"):
+                # v2 of the read-lock series: the write-lock era yield, kept unchanged
+                kvm.mmu_lock.cond_resched_rwlock_write()
+            else:
+                kvm.mmu_lock.cond_resched_rwlock_read()
             rcu_read_lock()
     if flush:
         kvm_flush_remote_tlbs(kvm)

@@ -1101,8 +1101,14 @@ def kvm_tdp_mmu_zap_possible_nx_huge_page(kvm, sp: KvmMmuPage) -> bool:
     iter.gfn = sp.gfn
     iter.as_id = sp.as_id
     iter.old_spte = iter.pt.read_once(iter.idx)
-    child = spte_to_child_pt(kvm, iter.old_spte, iter.level)
-    if child is not sp.spt:
+    if traps.defect("nx-recovery-readlock-stale-parent/parent"):
+        # an early version of the read-lock recovery kept the write-lock era check: the
+        # parent SPTE only has to be shadow-present (not necessarily still this page)
+        if WARN(not S.is_shadow_present_pte(iter.old_spte),
+                "WARN_ON_ONCE in kvm_tdp_mmu_zap_possible_nx_huge_page: parent SPTE not present"):
+            return False
+    elif spte_to_child_pt(kvm, iter.old_spte, iter.level) is not sp.spt:
+        traps.cover("nx-zap-parent-changed")
         return False
     if not tdp_mmu_set_spte_atomic(kvm, iter, S.SHADOW_NONPRESENT_VALUE):
         WARN(spte_to_child_pt(kvm, iter.old_spte, iter.level) is sp.spt,
