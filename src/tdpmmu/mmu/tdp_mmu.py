@@ -746,7 +746,7 @@ def kvm_tdp_mmu_zap_invalidated_roots(kvm, shared: bool) -> None:
     the zap so the root stays reachable by mmu_notifiers meanwhile.
     Returns: nothing.  No TLB flush.  (Design A: just flush the zap workqueue.)
     """
-    if traps.defect(ASYNC_ZAP_WORKER):
+    if tdp_mmu_async_zap():
         flush_workqueue(kvm)
         return
     if shared:
@@ -782,11 +782,17 @@ def kvm_tdp_mmu_invalidate_roots(kvm, root_types: int) -> None:
     if WARN(bool(root_types & KVM_INVALID_ROOTS), "WARN_ON_ONCE: invalidating invalid roots"):
         root_types &= ~KVM_INVALID_ROOTS
     held = lockdep_is_held_type(kvm.mmu_lock, "write") or kvm.dying
-    if traps.defect(ASYNC_ZAP_WORKER):
+    if tdp_mmu_async_zap():
         # Design A: with mmu_lock not held while the VM is destroyed, the walk must be
         # guarded by RCU against roots deleted by the asynchronous zap worker.
         rcu_read_lock()
+        again = traps.defect("async-zap-worker/c")
         for root in kvm.arch.tdp_mmu_roots.list_for_each_entry_rcu():
+            if again and root_is_invalid(root):
+                # async-zap-worker/c: zap-once lost -- a root invalidated earlier (still
+                # alive: a vCPU holds it) is handed to a worker a second time
+                tdp_mmu_schedule_zap_root(kvm, root)
+                continue
             if tdp_mmu_root_match(root, root_types) and not root_is_invalid(root):
                 root.hdr.write(HDR_INVALID, 1)
                 tdp_mmu_schedule_zap_root(kvm, root)    # hand the reference to W
@@ -803,6 +809,14 @@ def kvm_tdp_mmu_invalidate_roots(kvm, root_types: int) -> None:
 
 #: the named design variant (selected like a defect: ``--defect async-zap-worker``)
 ASYNC_ZAP_WORKER = "async-zap-worker"
+#: catalogue defects built on design A (scenarios/catalogue_async.py): each implies it
+ASYNC_ZAP_WORKER_DEFECTS = ("async-zap-worker/a", "async-zap-worker/c")
+
+
+def tdp_mmu_async_zap() -> bool:
+    """Whether design A is selected, by its own name or by a catalogue defect on it."""
+    return traps.defect(ASYNC_ZAP_WORKER) or any(
+        traps.defect(d) for d in ASYNC_ZAP_WORKER_DEFECTS)
 
 
 @requires("read", taken=("rcu",), yields=True, kernel="tdp_mmu.c (A, v5.18-v6.5)")
@@ -830,13 +844,23 @@ def tdp_mmu_schedule_zap_root(kvm, root: KvmMmuPage) -> None:
         tdp_mmu_zap_root_work(kvm, root)
         read_unlock(kvm.mmu_lock)
     wq = kvm.tdp_mmu_zap_wq
-    wq.append(spawn(f"kworker/zap:{root.spt.name}", kworker))
+    if wq is None:
+        # no workqueue (async-zap-worker/a): the guard proposed for the syzbot report
+        # and rejected -- the root is left invalid, unzapped and still referenced
+        return
+    name = f"kworker/zap:{root.spt.name}"
+    queued = sum(1 for t in traps.tasks() if t.name == name or t.name.startswith(name + "/"))
+    if queued:                  # the same root queued again (async-zap-worker/c)
+        name += f"/{queued + 1}"
+    wq.append(spawn(name, kworker))
 
 
 def flush_workqueue(kvm) -> None:
     """Wait for every work item queued so far on tdp_mmu_zap_wq."""
     from ..sync import join, might_sleep
     might_sleep("flush_workqueue(tdp_mmu_zap_wq)")
+    if kvm.tdp_mmu_zap_wq is None:
+        return                      # async-zap-worker/a: nothing was ever queued
     pending, kvm.tdp_mmu_zap_wq = kvm.tdp_mmu_zap_wq, []
     for t in pending:
         join(t)
@@ -1644,8 +1668,15 @@ def kvm_tdp_mmu_fast_pf_get_last_sptep(vcpu, gfn: int):
 
 @requires("none")
 def kvm_mmu_init_tdp_mmu(kvm) -> None:
-    """Nothing to allocate since the async zap workqueue is gone (void since v6.6)."""
+    """Nothing to allocate since the async zap workqueue is gone (void since v6.6).
+
+    Design A allocates the per-VM workqueue tdp_mmu_zap_wq here (alloc_workqueue);
+    async-zap-worker/a: the allocation fails and v5.18 ignores it ("This should not
+    fail, but it's not worth handling it"), so the VM runs without a zap worker.
+    """
     kvm.arch.tdp_mmu_pages = 0
+    if traps.defect("async-zap-worker/a"):
+        kvm.tdp_mmu_zap_wq = None       # alloc_workqueue() == NULL, not checked
 
 
 @requires("none", takes="write", taken=("rcu",), yields=True)

@@ -1,5 +1,57 @@
-"""Catalogue defects (shared/reference/bugs.md), group async: see catalogue.py."""
+"""Catalogue defects (shared/reference/bugs.md), group async: see catalogue.py.
+
+Entries: async-zap-worker (A1, the v5.18-v6.5 asynchronous zap worker: variants /a and
+/c; /b is listed in ``OUT_OF_SCOPE_VARIANTS``), notifier-vs-memslot-rwsem-deadlock (A7),
+zap-all-range-misses-top-level (A8, variants /a and /b).
+"""
 
 from __future__ import annotations
 
-from .registry import register_catalogue_defect  # noqa: F401
+from .registry import register_catalogue_defect
+
+#: catalogue id -> why the model does not re-introduce it (whole entries: none here)
+OUT_OF_SCOPE: dict[str, str] = {}
+
+#: variants of in-scope entries the model does not re-introduce, with the reason
+OUT_OF_SCOPE_VARIANTS: dict[str, str] = {
+    "async-zap-worker/b": (
+        "the unbound kworker ignoring the initiator's CPU affinity and priority (ChromeOS "
+        "audio glitches: all host CPUs busy ~8 ms on memslot deletion) is a scheduling-"
+        "latency bug: the model has no CPUs, affinity masks or task priorities, and its "
+        "tasks have no cost in time, so no checker could tell the worker's work from the "
+        "initiator's; the correctness half of the same design (the initiator must wait "
+        "for the worker) is /a"),
+}
+
+
+# -- A1. the asynchronous zap worker (v5.18-v6.5) -------------------------------------
+# Each variant implies the design variant "async-zap-worker" (tdp_mmu.py,
+# tdp_mmu_async_zap): the defect names are distinct from the design's name.
+
+register_catalogue_defect(
+    "async-zap-worker/a", "design A without its zap worker: the workqueue allocation "
+    "failure is ignored", "KernelWarning",
+    ["mmu-faults-vs-zap-all-fast", "mmu-smm-teardown"],
+    fix="KVM: MMU: propagate alloc_workqueue failure (Paolo Bonzini, Mar 2022; syzbot "
+        "\"general protection fault in kvm_mmu_uninit_tdp_mmu\", "
+        "<000000000000a5cb1305db0aaf48@google.com>)",
+    description="kvm_mmu_init_tdp_mmu ignores a failed alloc_workqueue and the zap "
+                "paths skip the missing queue (the guard proposed in "
+                "<20220325163815.3514-1-paskripkin@gmail.com>, which Paolo rejected: the "
+                "work must complete before kvm_mmu_zap_all_fast returns).  Invalidated "
+                "roots are never zapped and the TDP MMU's reference handed over with "
+                "them is never put: VM teardown finds the roots and their page tables "
+                "(kvm_mmu_uninit_tdp_mmu's WARNs).")
+
+register_catalogue_defect(
+    "async-zap-worker/c", "design A loses zap-once: an already-invalid root is handed "
+    "to a worker again", "UseAfterFree", ["mmu-faults-vs-zap-all-fast"],
+    fix="KVM: x86/mmu: Stop zapping invalidated TDP MMU roots asynchronously "
+        "(0df9dab891ff; the synchronous replacement keeps zap-once with "
+        "tdp_mmu_scheduled_root_to_zap)",
+    description="kvm_tdp_mmu_invalidate_all_roots queues a zap for every root, "
+                "including roots a previous memslot update invalidated that a vCPU still "
+                "holds.  The second worker puts a reference the TDP MMU no longer owns "
+                "(the first worker put it), so the vCPU's own reference is consumed: the "
+                "root is freed while the vCPU still uses it.  Explored with two memslot "
+                "updates in a row.", params={"updates": 2})

@@ -90,10 +90,12 @@ def enable_dirty_logging(kvm, slot, enable: bool = True) -> None:
 
 @scenario("mmu-faults-vs-zap-all-fast", tags=MMU, dfs_bound=1, max_steps=60_000,
           key_branches=("fault-retry", "last-root-put"))
-def mmu_faults_vs_zap_all_fast(vcpus: int = 2, accesses: int = 2, smm: bool = False):
+def mmu_faults_vs_zap_all_fast(vcpus: int = 2, accesses: int = 2, smm: bool = False,
+                               updates: int = 1):
     """vCPUs fault in the same and different GFNs while a memslot update runs
     kvm_mmu_zap_all_fast (invalidate all roots, zap them under the read lock); then
-    the VM is torn down."""
+    the VM is torn down.  ``updates``: memslot updates in a row (a vCPU may still hold
+    a root the previous one invalidated)."""
     kvm = build_vm(vcpus, smm=smm)
 
     def vcpu_body(v):
@@ -106,7 +108,11 @@ def mmu_faults_vs_zap_all_fast(vcpus: int = 2, accesses: int = 2, smm: bool = Fa
                 guest_access(v, 0x1000, READ_ACCESS)
         return run
 
-    return run_flows(kvm, vcpu_body, memslot_update=lambda: zap_all_fast(kvm))
+    def memslot_update():
+        for _ in range(updates):
+            zap_all_fast(kvm)
+
+    return run_flows(kvm, vcpu_body, memslot_update=memslot_update)
 
 
 @scenario("mmu-smm-teardown", tags=MMU, dfs_bound=1, max_steps=60_000,
