@@ -148,6 +148,9 @@ class Kvm:
         self.masks = masks
         #: TDP root level: 4, or 5 with 5-level paging (MAXPHYADDR > 48)
         self.root_level = root_level
+        #: host MAXPHYADDR (shadow_phys_bits; one VM per model, so the host's value
+        #: lives here): no SPTE is made for a gfn above it, and zaps stop there
+        self.shadow_phys_bits = 52
         #: the nx_huge_pages module parameter (writable at run time: set_nx_huge_pages);
         #: one VM per model, so the parameter lives here
         self.nx_huge_pages = nx_huge_pages

@@ -40,6 +40,7 @@ from .tdp_mmu import (FAULT_UNDER_WRITE_LOCK, kvm_tdp_mmu_clear_dirty_pt_masked,
                       kvm_tdp_mmu_put_root, kvm_tdp_mmu_zap_all, kvm_tdp_mmu_zap_invalidated_roots,
                       kvm_tdp_mmu_zap_leafs, root_is_invalid, tdp_mmu_free_sp,
                       kvm_tdp_mmu_recover_huge_pages, kvm_tdp_mmu_try_split_huge_pages)
+from .tdp_iter import kvm_mmu_max_gfn
 
 OUTSIDE_GUEST_MODE = 0
 IN_GUEST_MODE = 1
@@ -48,9 +49,12 @@ IN_GUEST_MODE = 1
 # -- VM and vCPU lifecycle ---------------------------------------------------------
 
 def kvm_create_vm(*, masks=S.EPT, root_level: int = 4, nx_huge_pages: bool = False,
-                  fine_grained: bool = False, name: str = "kvm") -> Kvm:
-    """KVM_CREATE_VM: a VM with its TDP MMU initialised (kvm_mmu_init_vm)."""
+                  fine_grained: bool = False, name: str = "kvm",
+                  host_maxphyaddr: int = 52) -> Kvm:
+    """KVM_CREATE_VM: a VM with its TDP MMU initialised (kvm_mmu_init_vm).
+    ``host_maxphyaddr``: the host's MAXPHYADDR (e.g. 36 or 39 on older or nested hosts)."""
     kvm = Kvm(masks=masks, root_level=root_level, nx_huge_pages=nx_huge_pages, name=name)
+    kvm.shadow_phys_bits = host_maxphyaddr
     kvm.fine_grained = fine_grained
     kvm_mmu_init_tdp_mmu(kvm)
     return kvm
@@ -517,6 +521,12 @@ def kvm_mmu_faultin_pfn(vcpu: KvmVcpu, fault: KvmPageFault) -> int:
     if slot is None:
         fault.pfn = 0
         fault.map_writable = False
+        # kvm_handle_noslot_fault (86931ff7207b): no MMIO SPTE for a gfn above
+        # host.MAXPHYADDR (only a nested guest misled about MAXPHYADDR makes one), since
+        # every zap stops there; zap-all-range-misses-top-level/b drops the check
+        if (fault.gfn > kvm_mmu_max_gfn(kvm)
+                and not traps.defect("zap-all-range-misses-top-level/b")):
+            return RET_PF_EMULATE
         return RET_PF_CONTINUE              # no slot: an MMIO SPTE will be created
     if slot.flags & KVM_MEMSLOT_INVALID:
         return RET_PF_RETRY                 # being deleted or moved

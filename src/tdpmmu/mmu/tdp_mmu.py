@@ -652,10 +652,73 @@ def tdp_mmu_zap_root(kvm, root: KvmMmuPage, shared: bool) -> None:
     """
     WARN(root.tdp_mmu_root_count.refcount_read() == 0,
          "WARN_ON_ONCE in tdp_mmu_zap_root: root refcount is 0")
+    if tdp_mmu_zap_root_as_range():
+        # design v5.10-v5.17: every zap-all flow is zap_gfn_range over the whole space
+        zap_gfn_range(kvm, root, 0, ZAP_ALL_END, True, False, shared)
+        return
     rcu_read_lock()
     for level in (S.PG_LEVEL_4K, S.PG_LEVEL_2M, S.PG_LEVEL_1G, root.role.level):
         __tdp_mmu_zap_root(kvm, root, shared, level)
     rcu_read_unlock()
+
+
+# -- design variant (v5.10 - v5.17): a root is zapped as one gfn range -------------------
+
+#: the named design variant (``--defect zap-root-as-gfn-range``)
+ZAP_ROOT_AS_GFN_RANGE = "zap-root-as-gfn-range"
+#: "all ones" as the end gfn: zap everything (524a1e4e381f)
+ZAP_ALL_END = (1 << 64) - 1
+
+
+def tdp_mmu_zap_root_as_range() -> bool:
+    """Whether the v5.10-v5.17 root zap is selected (by its name or a catalogue defect
+    built on it)."""
+    return traps.defect(ZAP_ROOT_AS_GFN_RANGE) or traps.defect(
+        "zap-all-range-misses-top-level/a")
+
+
+@requires("shared", taken=("rcu",), yields=True, kernel="tdp_mmu.c (v5.10-v5.17)")
+def zap_gfn_range(kvm, root: KvmMmuPage, start: int, end: int, can_yield: bool,
+                  flush: bool, shared: bool) -> bool:
+    """Zap every SPTE of [start, end) in one root: leaves, and non-leaf entries whose
+    whole range lies inside (handle_removed_pt tears their tables down); a non-leaf
+    entry that reaches outside is descended into instead.  "Zap all" (start 0, end at
+    or past host.MAXPHYADDR) zaps the top-level entries whatever their span.
+
+    Requires: mmu_lock held for read if ``shared``, else write; takes RCU.
+    Why: the walk is bounded at host.MAXPHYADDR (no SPTE is ever made above it), which
+    is not a multiple of a top-level entry's span (512 GiB with 4-level paging): without
+    the zap-all rule the top-level entries would be skipped and leak their tables.
+    Returns: whether a TLB flush is needed.
+    """
+    max_gfn_host = tdp_mmu_max_gfn_exclusive(kvm)
+    # zap-all-range-misses-top-level/a: before 524a1e4e381f there was no zap-all case:
+    # "everything" was the range [0, host.MAXPHYADDR) and obeyed the non-leaf rule
+    zap_all = (start == 0 and end >= max_gfn_host
+               and not traps.defect("zap-all-range-misses-top-level/a"))
+    min_level = root.role.level if zap_all else S.PG_LEVEL_4K
+    end = min(end, max_gfn_host)
+    rcu_read_lock()
+    for iter in for_each_tdp_pte_min_level(kvm, root, min_level, start, end):
+        while True:                                     # the kernel's "retry:" label
+            if can_yield and tdp_mmu_iter_cond_resched(kvm, iter, flush, shared):
+                flush = False
+                break
+            if not S.is_shadow_present_pte(iter.old_spte):
+                break
+            if (not zap_all and (iter.gfn < start
+                                 or iter.gfn + S.KVM_PAGES_PER_HPAGE(iter.level) > end)
+                    and not S.is_last_spte(iter.old_spte, iter.level)):
+                break
+            if not shared:
+                tdp_mmu_iter_set_spte(kvm, iter, S.SHADOW_NONPRESENT_VALUE)
+                flush = True
+                break
+            if tdp_mmu_set_spte_atomic(kvm, iter, S.SHADOW_NONPRESENT_VALUE):
+                break
+            # cmpxchg lost: old_spte was refreshed, retry this entry
+    rcu_read_unlock()
+    return flush
 
 
 @requires("write", taken=("rcu",), yields=True)
@@ -667,7 +730,7 @@ def tdp_mmu_zap_leafs(kvm, root: KvmMmuPage, start: int, end: int, can_yield: bo
     Why: only leaves are zapped, so no page table is freed and callers need no RCU.
     Returns: whether a TLB flush is needed before mmu_lock is dropped.
     """
-    end = min(end, tdp_mmu_max_gfn_exclusive())
+    end = min(end, tdp_mmu_max_gfn_exclusive(kvm))
     rcu_read_lock()
     valid = not root_is_invalid(root)
     bulk = traps.free_run() and not traps.tracing()

@@ -7,7 +7,7 @@ zap-all-range-misses-top-level (A8, variants /a and /b).
 
 from __future__ import annotations
 
-from .registry import register_catalogue_defect
+from .registry import register_catalogue_defect, register_defect
 
 #: catalogue id -> why the model does not re-introduce it (whole entries: none here)
 OUT_OF_SCOPE: dict[str, str] = {}
@@ -55,3 +55,37 @@ register_catalogue_defect(
                 "(the first worker put it), so the vCPU's own reference is consumed: the "
                 "root is freed while the vCPU still uses it.  Explored with two memslot "
                 "updates in a row.", params={"updates": 2})
+
+
+# -- A8. teardown leaks through the "zap all" range ----------------------------------
+
+register_defect(
+    "zap-root-as-gfn-range", "design v5.10-v5.17: a root is zapped as one gfn range",
+    "none", ["mmu-fault-vs-zap-range", "mmu-faults-vs-zap-all-fast"],
+    "tdp_mmu_zap_root is zap_gfn_range(root, 0, all ones): one pre-order walk zapping "
+    "leaves and the non-leaf entries inside the range, with the zap-all rule for the "
+    "top level (524a1e4e381f).  A correct design: explore it with --param "
+    "host_maxphyaddr=36.", source="design variant")
+
+register_catalogue_defect(
+    "zap-all-range-misses-top-level/a", "zap all is the range [0, host.MAXPHYADDR) and "
+    "skips top-level entries reaching past it", "KernelWarning", ["mmu-fault-vs-zap-range"],
+    fix="KVM: x86/mmu: Don't leak non-leaf SPTEs when zapping all SPTEs (524a1e4e381f)",
+    description="On the v5.10-v5.17 root zap (zap-root-as-gfn-range): with no zap-all "
+                "case, zap_gfn_range's rule \"descend into a non-leaf SPTE that reaches "
+                "outside the range\" applies to the top level, and a 36-bit host's "
+                "range (64 GiB) is smaller than a top-level entry's 512 GiB: the entry "
+                "and the table under it survive every zap.  kvm_mmu_uninit_tdp_mmu "
+                "finds the TDP MMU page left.", params={"host_maxphyaddr": 36})
+
+register_catalogue_defect(
+    "zap-all-range-misses-top-level/b", "an MMIO SPTE above host.MAXPHYADDR, beyond "
+    "every zap", "KernelWarning", ["mmu-fault-vs-zap-range"],
+    fix="KVM: x86/mmu: Do not create SPTEs for GFNs that exceed host.MAXPHYADDR "
+        "(86931ff7207b)",
+    description="kvm_handle_noslot_fault installs an MMIO SPTE for any gfn: a guest "
+                "that believes in more physical address bits than the host reports (KVM "
+                "itself running nested) probes 512 GiB on a 36-bit host, and the table "
+                "chain under top-level entry 1 is above the bound every zap stops at: "
+                "VM teardown finds the TDP MMU pages left.",
+    params={"host_maxphyaddr": 36, "mmio_gpa": 1 << 39})

@@ -137,15 +137,20 @@ def mmu_smm_teardown(vcpus: int = 2):
 
 @scenario("mmu-fault-vs-zap-range", tags=MMU, dfs_bound=2, max_steps=60_000,
           key_branches=("fault-retry",))
-def mmu_fault_vs_zap_range(vcpus: int = 1, backing: int = 1):
+def mmu_fault_vs_zap_range(vcpus: int = 1, backing: int = 1, host_maxphyaddr: int = 52,
+                           mmio_gpa: int = -1):
     """A vCPU faults and accesses a page while kvm_zap_gfn_range zaps (and flushes) the
-    range under the write lock; backing=2 maps with 2M pages."""
-    kvm = build_vm(vcpus, backing_level=backing)
+    range under the write lock; backing=2 maps with 2M pages.  ``host_maxphyaddr``: the
+    host's MAXPHYADDR; ``mmio_gpa`` >= 0: the guest then probes that (unbacked) address,
+    as a nested guest misled about MAXPHYADDR may."""
+    kvm = build_vm(vcpus, backing_level=backing, host_maxphyaddr=host_maxphyaddr)
 
     def vcpu_body(v):
         def run():
             guest_access(v, 0x3000, WRITE_ACCESS)
             guest_access(v, 0x3000, READ_ACCESS)
+            if mmio_gpa >= 0:
+                guest_access(v, mmio_gpa, READ_ACCESS)
         return run
 
     return run_flows(kvm, vcpu_body, zapper=lambda: kvm_zap_gfn_range(kvm, 0, 512))
