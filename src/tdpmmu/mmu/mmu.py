@@ -26,7 +26,7 @@ from . import spte as S
 from .kvm import (HOST_PFN_ALIGN, HOST_PFN_BASE, KVM_REQ_MMU_FREE_OBSOLETE_ROOTS,
                   KVM_REQ_TLB_FLUSH, Kvm, KvmMemorySlot, KvmVcpu)
 from .locking import requires, transparent
-from .mmu_internal import (HDR_NX, KVM_DIRECT_ROOTS, PFERR_FETCH_MASK, PFERR_PRESENT_MASK,
+from .mmu_internal import (HDR_INVALID, HDR_NX, KVM_DIRECT_ROOTS, PFERR_FETCH_MASK, PFERR_PRESENT_MASK,
                            PFERR_RSVD_MASK,
                            PFERR_USER_MASK, PFERR_WRITE_MASK, RET_PF_CONTINUE, RET_PF_EMULATE,
                            RET_PF_FIXED, RET_PF_INVALID, RET_PF_RETRY, RET_PF_SPURIOUS,
@@ -376,7 +376,9 @@ def kvm_mmu_unload(vcpu: KvmVcpu) -> None:
 
 @transparent
 def is_obsolete_root(kvm: Kvm, root) -> bool:
-    return root_is_invalid(root)
+    # lockless: a later invalidation may set role.invalid meanwhile (benign, its own
+    # request follows), so both sides are marked accesses
+    return bool(root.hdr.read_once(HDR_INVALID))
 
 
 @requires("none", takes="read")

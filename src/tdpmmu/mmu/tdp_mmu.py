@@ -857,7 +857,7 @@ def kvm_tdp_mmu_invalidate_roots(kvm, root_types: int) -> None:
                 tdp_mmu_schedule_zap_root(kvm, root)
                 continue
             if tdp_mmu_root_match(root, root_types) and not root_is_invalid(root):
-                root.hdr.write(HDR_INVALID, 1)
+                root.hdr.write_once(HDR_INVALID, 1)   # read locklessly: is_obsolete_root
                 tdp_mmu_schedule_zap_root(kvm, root)    # hand the reference to W
         rcu_read_unlock()
         return
@@ -865,7 +865,7 @@ def kvm_tdp_mmu_invalidate_roots(kvm, root_types: int) -> None:
         if not tdp_mmu_root_match(root, root_types) or root_is_invalid(root):
             continue
         root.hdr.write(HDR_TO_ZAP, 1)
-        root.hdr.write(HDR_INVALID, 1)
+        root.hdr.write_once(HDR_INVALID, 1)   # read locklessly: is_obsolete_root
 
 
 # -- design variant A (v5.18 - v6.5): invalidated roots zapped by a workqueue --------
