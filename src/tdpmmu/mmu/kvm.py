@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..sync import Mutex, RwLock, SpinLock, SrcuStruct, Words
+from ..sync import Mutex, RcuWait, RwLock, RwSemaphore, SpinLock, SrcuStruct, Words
 from ..sync.rculist import RcuList
 from . import spte as S
 
@@ -218,6 +218,14 @@ class Kvm:
         self.write_tracked: set = set()
         #: design A only: kworker tasks zapping invalidated roots (tdp_mmu_zap_wq)
         self.tdp_mmu_zap_wq: list = []
+        #: kvm_main.c: memslot updates wait for MMU-notifier invalidations in flight
+        #: (range_start..range_end): the count, its lock and the updater's rcuwait
+        self.mn_invalidate_lock = SpinLock("mn_invalidate_lock")
+        self.mn_active_invalidate_count = 0
+        self.mn_memslots_update_rcuwait = RcuWait("mn_memslots_update_rcuwait")
+        #: notifier-vs-memslot-rwsem-deadlock only: the first version's fair rwsem,
+        #: read-held from range_start to range_end, write-held to install memslots
+        self.mmu_notifier_slots_lock = RwSemaphore("mmu_notifier_slots_lock")
 
     def __repr__(self) -> str:
         return f"<Kvm {self.name}>"

@@ -89,3 +89,24 @@ register_catalogue_defect(
                 "chain under top-level entry 1 is above the bound every zap stops at: "
                 "VM teardown finds the TDP MMU pages left.",
     params={"host_maxphyaddr": 36, "mmio_gpa": 1 << 39})
+
+
+# -- A7. memslots, notifiers and prefaulting ------------------------------------------
+
+register_catalogue_defect(
+    "notifier-vs-memslot-rwsem-deadlock", "memslot installation excluded from notifier "
+    "invalidations by a fair rwsem held from range_start to range_end", "LockOrderInversion",
+    ["mmu-notifier-remap-vs-fault"],
+    fix="KVM: Block memslot updates across range_start() and range_end() (52ac8b358b0c, "
+        "with 071064f14d87; the rwsem of the review version replaced by "
+        "mn_active_invalidate_count + rcuwait after Paolo Bonzini's analysis, "
+        "<YH4rm4W57R85tMKE@google.com>)",
+    description="kvm_mmu_notifier_invalidate_range_start takes mmu_notifier_slots_lock "
+                "for read and range_end releases it; kvm_swap_active_memslots takes it "
+                "for write.  The MMU-notifier core runs both callbacks inside its "
+                "lockdep map: start orders map -> rwsem, end (rwsem still held) orders "
+                "rwsem -> map.  The deadlock: N1 holds the rwsem between start and end, "
+                "a memslot update M waits for write (a fair rwsem now blocks readers), "
+                "N2's range_start blocks on down_read inside the map, and N1's "
+                "range_end, which needs the map, never comes.",
+    params={"memslot_update": True})

@@ -437,10 +437,12 @@ def mmu_dirty_clear_vs_zap():
 
 @scenario("mmu-notifier-remap-vs-fault", tags=MMU, dfs_bound=2, max_steps=60_000,
           key_branches=("fault-retry",))
-def mmu_notifier_remap_vs_fault(vcpus: int = 2):
+def mmu_notifier_remap_vs_fault(vcpus: int = 2, memslot_update: bool = False):
     """The host migrates the page backing a GFN (mmu_notifier invalidate_range_start:
     zap + flush; remap; invalidate_range_end: bump mmu_invalidate_seq) while vCPUs
-    write-fault that GFN: a fault that resolved the old pfn must retry."""
+    write-fault that GFN: a fault that resolved the old pfn must retry.
+    ``memslot_update``: meanwhile the VMM adds a memslot (its installation waits for
+    the invalidation in flight)."""
     from ..mmu.mmu import kvm_host_remap_gfn
     from ..mmu.kvm import HOST_PFN_BASE
     kvm = build_vm(vcpus)
@@ -453,8 +455,15 @@ def mmu_notifier_remap_vs_fault(vcpus: int = 2):
             pfns[v.name] = guest_access(v, gfn << 12, WRITE_ACCESS)
         return run
 
-    return run_flows(kvm, vcpu_body,
-                     host_migrate=lambda: kvm_host_remap_gfn(kvm, 0, gfn, new_pfn))
+    others = {"host_migrate": lambda: kvm_host_remap_gfn(kvm, 0, gfn, new_pfn)}
+    if memslot_update:
+        def vmm():
+            from ..mmu.mmu import kvm_create_memslot
+            mutex_lock(kvm.slots_lock)
+            kvm_create_memslot(kvm, 0, 1, 2048, 16)
+            mutex_unlock(kvm.slots_lock)
+        others["vmm"] = vmm
+    return run_flows(kvm, vcpu_body, **others)
 
 @scenario("mmu-fast-pf-vs-zap", tags=MMU, dfs_bound=2, max_steps=60_000,
           key_branches=("fast-pf-made-writable",))
