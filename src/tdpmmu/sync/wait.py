@@ -145,7 +145,9 @@ class RcuWait:
         self.task = traps.current_task()
 
     def set_current_state(self) -> None:
-        """set_current_state(TASK_UNINTERRUPTIBLE) before the condition is dropped."""
+        """set_current_state(TASK_UNINTERRUPTIBLE) before the condition is dropped
+        (smp_store_mb: a step of its own)."""
+        traps.schedule_point((SYNC, self, "set_current_state", None))
         self._woken = False
 
     def schedule(self) -> None:
