@@ -32,9 +32,10 @@ register_catalogue_defect(
     "async-zap-worker/a", "design A without its zap worker: the workqueue allocation "
     "failure is ignored", "KernelWarning",
     ["mmu-faults-vs-zap-all-fast", "mmu-smm-teardown"],
-    fix="KVM: MMU: propagate alloc_workqueue failure (Paolo Bonzini, Mar 2022; syzbot "
-        "\"general protection fault in kvm_mmu_uninit_tdp_mmu\", "
-        "<000000000000a5cb1305db0aaf48@google.com>)",
+    fix="VM creation fails when alloc_workqueue fails (Paolo Bonzini, Mar 2022, in the "
+        "thread of <20220325163815.3514-1-paskripkin@gmail.com>; syzbot \"general "
+        "protection fault in kvm_mmu_uninit_tdp_mmu\" "
+        "<000000000000a5cb1305db0aaf48@google.com>; design from 22b94c4b63eb)",
     description="kvm_mmu_init_tdp_mmu ignores a failed alloc_workqueue and the zap "
                 "paths skip the missing queue (the guard proposed in "
                 "<20220325163815.3514-1-paskripkin@gmail.com>, which Paolo rejected: the "
