@@ -301,7 +301,9 @@ def list_cmd(as_json):
     dfs = [d.to_dict() for d in all_defects()]
     vs = _violation_classes()
     if as_json:
-        click.echo(json.dumps({"schema": 1, "scenarios": scs, "defects": dfs, "violations": vs},
+        from .scenarios.catalogue import OUT_OF_SCOPE, OUT_OF_SCOPE_VARIANTS
+        click.echo(json.dumps({"schema": 1, "scenarios": scs, "defects": dfs, "violations": vs,
+                               "out_of_scope": {**OUT_OF_SCOPE, **OUT_OF_SCOPE_VARIANTS}},
                               indent=2))
         return ExitCode.OK
     from rich.table import Table
@@ -328,8 +330,8 @@ def list_cmd(as_json):
         for d in cat:
             t.add_row(d["name"], d["expected"], ", ".join(d["scenarios"]), d["fix"], d["title"])
         con.print(t)
-        from .scenarios.catalogue import OUT_OF_SCOPE
-        for name, why in OUT_OF_SCOPE.items():
+        from .scenarios.catalogue import OUT_OF_SCOPE, OUT_OF_SCOPE_VARIANTS
+        for name, why in {**OUT_OF_SCOPE, **OUT_OF_SCOPE_VARIANTS}.items():
             con.print(f"out of scope: {name}: {why}")
     t = Table(title="violation classes (oracles and checkers)")
     for c in ("class", "family", "meaning"):

@@ -43,8 +43,8 @@ def check_plan(budget: int, seed: int = 0, scenarios=(), defects=()) -> list[Job
 
     With ``defects``, the scenarios each defect names run first, in the order it names
     them (so a report leads with the flow the bug belongs to), and a defect that needs
-    scenario parameters (``Defect.params``) adds its scenarios with those parameters
-    right after their default runs.  Everything else is unchanged: the same jobs as the
+    scenario parameters (``Defect.params``) adds its scenarios with those parameters,
+    run just before their default runs.  Everything else is unchanged: the same jobs as the
     plain campaign, plus those parameterised ones.
     """
     chosen = [get_scenario(s) for s in scenarios] if scenarios else default_scenarios()
@@ -58,9 +58,13 @@ def check_plan(budget: int, seed: int = 0, scenarios=(), defects=()) -> list[Job
     plan = []
     for name in order:
         sc = by_name[name]
-        variants = [{}] + [dict(d.params) for d in ds
-                           if d.params and name in d.scenarios
-                           and set(d.params) <= set(sc.params)]
+        # a defect's own parameters first (the configuration its bug needs), then the
+        # scenario's defaults -- kept even where a defect names parameters (explore()
+        # would otherwise apply the defect's own)
+        keys = sorted({k for d in ds for k in d.params if k in sc.params})
+        variants = [dict(d.params) for d in ds
+                    if d.params and name in d.scenarios and set(d.params) <= set(sc.params)]
+        variants.append({k: sc.params[k] for k in keys})
         for params in variants:
             for st in CHECK_STRATEGIES:
                 if st == "dfs" and sc.dfs_bound is None:

@@ -154,8 +154,9 @@ class Runner:
             get_defect(d)
         self.defects = list(defects)
         merged = {}
-        for d in self.defects:
-            merged.update(get_defect(d).params)
+        for d in self.defects:          # a defect's parameters, where this scenario has them
+            merged.update({k: v for k, v in get_defect(d).params.items()
+                           if k in self.scenario.params})
         merged.update(params or {})
         self.params = self.scenario.resolve(merged)
         self.max_steps = max_steps or self.scenario.max_steps or DEFAULT_MAX_STEPS

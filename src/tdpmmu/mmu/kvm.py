@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..sync import Mutex, RwLock, SpinLock, SrcuStruct, Words
+from ..sync import Mutex, RcuWait, RwLock, RwSemaphore, SpinLock, SrcuStruct, Words
 from ..sync.list import ListHead
 from ..sync.rculist import RcuList
 from ..sync.vhost_task import Once
@@ -173,6 +173,9 @@ class Kvm:
         self.masks = masks
         #: TDP root level: 4, or 5 with 5-level paging (MAXPHYADDR > 48)
         self.root_level = root_level
+        #: host MAXPHYADDR (shadow_phys_bits; one VM per model, so the host's value
+        #: lives here): no SPTE is made for a gfn above it, and zaps stop there
+        self.shadow_phys_bits = 52
         #: the nx_huge_pages module parameter (writable at run time: set_nx_huge_pages);
         #: one VM per model, so the parameter lives here
         self.nx_huge_pages = nx_huge_pages
@@ -248,6 +251,14 @@ class Kvm:
         #: GPA of every write that sets a D bit; KVM then tracks dirty pages by clearing
         #: D instead of W -- except in roots whose role needs write protection (L2)
         self.enable_pml = False
+        #: kvm_main.c: memslot updates wait for MMU-notifier invalidations in flight
+        #: (range_start..range_end): the count, its lock and the updater's rcuwait
+        self.mn_invalidate_lock = SpinLock("mn_invalidate_lock")
+        self.mn_active_invalidate_count = 0
+        self.mn_memslots_update_rcuwait = RcuWait("mn_memslots_update_rcuwait")
+        #: notifier-vs-memslot-rwsem-deadlock only: the first version's fair rwsem,
+        #: read-held from range_start to range_end, write-held to install memslots
+        self.mmu_notifier_slots_lock = RwSemaphore("mmu_notifier_slots_lock")
 
     def __repr__(self) -> str:
         return f"<Kvm {self.name}>"

@@ -23,12 +23,13 @@ from ..sync import (GFP_KERNEL, RefCount, free_page, might_sleep, mutex_lock, mu
                     spin_unlock, srcu_read_lock, srcu_read_unlock, write_lock, write_unlock)
 from ..sync.vhost_task import (call_once, vhost_task_create, vhost_task_start, vhost_task_stop,
                                vhost_task_wake)
+from ..sync import LockdepMap, down_read, down_write, lock_map_acquire, lock_map_release, up_read, up_write
 from . import oracles
 from . import spte as S
 from .kvm import (HOST_PFN_ALIGN, HOST_PFN_BASE, KVM_REQ_MMU_FREE_OBSOLETE_ROOTS,
                   KVM_REQ_TLB_FLUSH, Kvm, KvmMemorySlot, KvmVcpu)
 from .locking import requires, transparent
-from .mmu_internal import (HDR_NX, KVM_DIRECT_ROOTS, PFERR_FETCH_MASK, PFERR_PRESENT_MASK,
+from .mmu_internal import (HDR_INVALID, HDR_NX, KVM_DIRECT_ROOTS, PFERR_FETCH_MASK, PFERR_PRESENT_MASK,
                            PFERR_RSVD_MASK,
                            PFERR_USER_MASK, PFERR_WRITE_MASK, RET_PF_CONTINUE, RET_PF_EMULATE,
                            RET_PF_FIXED, RET_PF_INVALID, RET_PF_RETRY, RET_PF_SPURIOUS,
@@ -42,6 +43,7 @@ from .tdp_mmu import (FAULT_UNDER_WRITE_LOCK, kvm_tdp_mmu_clear_dirty_pt_masked,
                       kvm_tdp_mmu_put_root, kvm_tdp_mmu_zap_all, kvm_tdp_mmu_zap_invalidated_roots,
                       kvm_tdp_mmu_zap_leafs, root_is_invalid, tdp_mmu_free_sp,
                       kvm_tdp_mmu_recover_huge_pages, kvm_tdp_mmu_try_split_huge_pages)
+from .tdp_iter import kvm_mmu_max_gfn
 
 OUTSIDE_GUEST_MODE = 0
 IN_GUEST_MODE = 1
@@ -51,13 +53,15 @@ IN_GUEST_MODE = 1
 
 def kvm_create_vm(*, masks=S.EPT, root_level: int = 4, nx_huge_pages: bool = False,
                   fine_grained: bool = False, name: str = "kvm",
-                  mmu_invalidate_seq: int = 0) -> Kvm:
+                  mmu_invalidate_seq: int = 0, host_maxphyaddr: int = 52) -> Kvm:
     """KVM_CREATE_VM: a VM with its TDP MMU initialised (kvm_mmu_init_vm).
 
     ``mmu_invalidate_seq`` starts the (unsigned long) invalidation sequence elsewhere
     than 0: a VM that has already seen that many mmu_notifier invalidations.
+    ``host_maxphyaddr``: the host's MAXPHYADDR (e.g. 36 or 39 on older or nested hosts).
     """
     kvm = Kvm(masks=masks, root_level=root_level, nx_huge_pages=nx_huge_pages, name=name)
+    kvm.shadow_phys_bits = host_maxphyaddr
     kvm.fine_grained = fine_grained
     kvm.mmu_invalidate_seq.vals[0] = mmu_invalidate_seq & S.U64_MASK
     kvm_mmu_init_tdp_mmu(kvm)
@@ -130,12 +134,42 @@ def kvm_vcpu_gfn_to_memslot(vcpu: KvmVcpu, gfn: int):
 
 def _publish_memslots(kvm: Kvm, as_id: int, slots) -> None:
     """rcu_assign_pointer of the new memslots; the oracles' view (kvm.memslots) and the
-    generation change in the same step as the publication."""
+    generation change in the same step as the publication.
+
+    kvm_swap_active_memslots: not while an MMU-notifier invalidation is between
+    range_start and range_end (mn_active_invalidate_count), or their conditional
+    locking would be unbalanced; the updater sleeps on mn_memslots_update_rcuwait
+    (one waiter: updates hold slots_lock).  notifier-vs-memslot-rwsem-deadlock: the
+    first version took a fair rwsem for write instead.
+    """
     from ..sync import rcu_assign_pointer
     slots = list(slots)
+    if traps.defect(NOTIFIER_SLOTS_RWSEM):
+        down_write(kvm.mmu_notifier_slots_lock)
+        rcu_assign_pointer(kvm.memslots_cell, as_id, tuple(slots))
+        kvm.memslots[as_id] = slots
+        kvm.memslots_generation += 1
+        up_write(kvm.mmu_notifier_slots_lock)
+        return
+    w = kvm.mn_memslots_update_rcuwait
+    spin_lock(kvm.mn_invalidate_lock)
+    w.prepare_to_rcuwait()
+    while kvm.mn_active_invalidate_count:
+        traps.cover("memslot-update-waited-for-invalidation")
+        w.set_current_state()
+        spin_unlock(kvm.mn_invalidate_lock)
+        w.schedule()
+        spin_lock(kvm.mn_invalidate_lock)
+    w.finish_rcuwait()
     rcu_assign_pointer(kvm.memslots_cell, as_id, tuple(slots))
     kvm.memslots[as_id] = slots
     kvm.memslots_generation += 1
+    spin_unlock(kvm.mn_invalidate_lock)
+
+
+#: catalogue defect (A7): memslot installation excluded by a fair rwsem held by
+#: notifiers from range_start to range_end (the first version of 52ac8b358b0c)
+NOTIFIER_SLOTS_RWSEM = "notifier-vs-memslot-rwsem-deadlock"
 
 
 @requires("none", held=("slots_lock",), yields=True, kernel="kvm_main.c")
@@ -396,7 +430,9 @@ def kvm_mmu_unload(vcpu: KvmVcpu) -> None:
 
 @transparent
 def is_obsolete_root(kvm: Kvm, root) -> bool:
-    return root_is_invalid(root)
+    # lockless: a later invalidation may set role.invalid meanwhile (benign, its own
+    # request follows), so both sides are marked accesses
+    return bool(root.hdr.read_once(HDR_INVALID))
 
 
 @requires("none", takes="read")
@@ -549,6 +585,12 @@ def kvm_mmu_faultin_pfn(vcpu: KvmVcpu, fault: KvmPageFault) -> int:
     if slot is None:
         fault.pfn = 0
         fault.map_writable = False
+        # kvm_handle_noslot_fault (86931ff7207b): no MMIO SPTE for a gfn above
+        # host.MAXPHYADDR (only a nested guest misled about MAXPHYADDR makes one), since
+        # every zap stops there; zap-all-range-misses-top-level/b drops the check
+        if (fault.gfn > kvm_mmu_max_gfn(kvm)
+                and not traps.defect("zap-all-range-misses-top-level/b")):
+            return RET_PF_EMULATE
         return RET_PF_CONTINUE              # no slot: an MMIO SPTE will be created
     if slot.flags & KVM_MEMSLOT_INVALID:
         # being deleted or moved: retry, so the old SPTEs are zapped before a new MMIO
@@ -982,15 +1024,26 @@ def kvm_mmu_notifier_invalidate_range_start(kvm: Kvm, start: int, end: int) -> N
     """The host is about to change the mapping of guest frames [start, end): open an
     invalidation and zap their SPTEs (every memslot, every address space), then flush.
 
-    Requires: mmu_lock not held; takes it for write.
+    Requires: mmu_lock not held; takes it for write -- only if a memslot overlaps the
+    range (kvm_handle_hva_range's on_lock), so memslots must not change until
+    range_end: mn_active_invalidate_count holds memslot updates off meanwhile.
     Why: faults that resolved a pfn before this must not install it: they see
     mmu_invalidate_in_progress / a changed mmu_invalidate_seq and retry.
     """
+    if traps.defect(NOTIFIER_SLOTS_RWSEM):
+        down_read(kvm.mmu_notifier_slots_lock)      # held until range_end
+    else:
+        spin_lock(kvm.mn_invalidate_lock)
+        kvm.mn_active_invalidate_count += 1
+        spin_unlock(kvm.mn_invalidate_lock)
+    ranges = list(_memslot_ranges(kvm, start, end))
+    if not ranges:
+        return
     write_lock(kvm.mmu_lock)
     kvm_mmu_invalidate_begin(kvm)
     kvm_mmu_invalidate_range_add(kvm, start, end)
     flush = False
-    for as_id, lo, hi in _memslot_ranges(kvm, start, end):
+    for as_id, lo, hi in ranges:
         flush = kvm_unmap_gfn_range(kvm, as_id, lo, hi, flush)
     if flush:
         kvm_flush_remote_tlbs(kvm)
@@ -1012,13 +1065,60 @@ def kvm_unmap_gfn_range(kvm: Kvm, as_id: int, start: int, end: int, flush: bool)
 
 @requires("none", takes="write", kernel="kvm_main.c")
 def kvm_mmu_notifier_invalidate_range_end(kvm: Kvm, start: int, end: int) -> None:
-    """Close the invalidation: bump mmu_invalidate_seq, drop the in-progress count.
+    """Close the invalidation: bump mmu_invalidate_seq, drop the in-progress count;
+    then let a waiting memslot update go on.
 
-    Requires: mmu_lock not held; takes it for write.
+    Requires: mmu_lock not held; takes it for write if a memslot overlaps the range
+    (the same memslots range_start saw: updates wait for mn_active_invalidate_count).
     """
-    write_lock(kvm.mmu_lock)
-    kvm_mmu_invalidate_end(kvm)
-    write_unlock(kvm.mmu_lock)
+    if any(True for _ in _memslot_ranges(kvm, start, end)):
+        write_lock(kvm.mmu_lock)
+        kvm_mmu_invalidate_end(kvm)
+        write_unlock(kvm.mmu_lock)
+    if traps.defect(NOTIFIER_SLOTS_RWSEM):
+        up_read(kvm.mmu_notifier_slots_lock)
+        return
+    spin_lock(kvm.mn_invalidate_lock)
+    if not WARN(not kvm.mn_active_invalidate_count,
+                "WARN_ON_ONCE in kvm_mmu_notifier_invalidate_range_end: no invalidation"):
+        kvm.mn_active_invalidate_count -= 1
+    wake = not kvm.mn_active_invalidate_count
+    spin_unlock(kvm.mn_invalidate_lock)
+    # one waiter at most: memslot updates hold slots_lock
+    if wake:
+        kvm.mn_memslots_update_rcuwait.rcuwait_wake_up()
+
+
+#: mm/mmu_notifier.c: the lockdep map the MMU-notifier core holds around every
+#: invalidate_range_start and invalidate_range_end call (one per model: one mm)
+__mmu_notifier_invalidate_range_start_map = LockdepMap("mmu_notifier_invalidate_range_start")
+
+
+@requires("none", takes="write", yields=True, kernel="mmu_notifier.h")
+def mmu_notifier_invalidate_range_start(kvm: Kvm, start: int, end: int) -> None:
+    """The mm core: the notifiers' invalidate_range_start inside the lockdep map.
+
+    Requires: mmu_lock not held (KVM's notifier takes it for write); nothing held that
+    a notifier may wait for (it may sleep).
+    Why: the map makes lockdep see every lock a notifier takes as nested in the map.
+    """
+    might_sleep("mmu_notifier_invalidate_range_start()")
+    lock_map_acquire(__mmu_notifier_invalidate_range_start_map)
+    kvm_mmu_notifier_invalidate_range_start(kvm, start, end)
+    lock_map_release(__mmu_notifier_invalidate_range_start_map)
+
+
+@requires("none", takes="write", yields=True, kernel="mmu_notifier.c")
+def mmu_notifier_invalidate_range_end(kvm: Kvm, start: int, end: int) -> None:
+    """The mm core: the notifiers' invalidate_range_end inside the same lockdep map.
+
+    Requires: mmu_lock not held (KVM's notifier takes it for write); nothing held that
+    a notifier may wait for (it may sleep).
+    """
+    might_sleep("mmu_notifier_invalidate_range_end()")
+    lock_map_acquire(__mmu_notifier_invalidate_range_start_map)
+    kvm_mmu_notifier_invalidate_range_end(kvm, start, end)
+    lock_map_release(__mmu_notifier_invalidate_range_start_map)
 
 
 def kvm_host_remap_gfn(kvm: Kvm, as_id: int, gfn: int, new_pfn: int) -> None:
@@ -1027,10 +1127,10 @@ def kvm_host_remap_gfn(kvm: Kvm, as_id: int, gfn: int, new_pfn: int) -> None:
     the host's again (the host-safety oracle watches it)."""
     slot = kvm.gfn_to_memslot(as_id, gfn)
     old_pfn = slot.gfn_to_pfn(gfn)
-    kvm_mmu_notifier_invalidate_range_start(kvm, gfn, gfn + 1)
+    mmu_notifier_invalidate_range_start(kvm, gfn, gfn + 1)
     kvm.freed_host_ranges.append((old_pfn, 1, f"page of gfn {gfn:#x} migrated"))
     slot.remapped[gfn] = new_pfn
-    kvm_mmu_notifier_invalidate_range_end(kvm, gfn, gfn + 1)
+    mmu_notifier_invalidate_range_end(kvm, gfn, gfn + 1)
 
 
 def kvm_host_migrate_folio(kvm: Kvm, as_id: int, gfn: int, npages: int, new_pfn: int) -> None:

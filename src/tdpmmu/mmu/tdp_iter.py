@@ -248,10 +248,17 @@ def for_each_tdp_pte(kvm, root, start: int, end: int):
     return for_each_tdp_pte_min_level(kvm, root, S.PG_LEVEL_4K, start, end)
 
 
-def tdp_mmu_max_gfn_exclusive() -> int:
-    """One past the largest GFN the host can map (MAXPHYADDR 52 here)."""
-    return 1 << (52 - S.PAGE_SHIFT)
+def tdp_mmu_max_gfn_exclusive(kvm=None) -> int:
+    """One past the largest GFN the host can map: kvm_mmu_max_gfn() + 1, from the host
+    MAXPHYADDR (``kvm.shadow_phys_bits``, 52 unless the VM was created with another)."""
+    bits = 52 if kvm is None else kvm.shadow_phys_bits
+    return 1 << (bits - S.PAGE_SHIFT)
+
+
+def kvm_mmu_max_gfn(kvm) -> int:
+    """The largest GFN KVM may map (mmu.h: host.MAXPHYADDR with TDP)."""
+    return tdp_mmu_max_gfn_exclusive(kvm) - 1
 
 
 def for_each_tdp_pte_min_level_all(kvm, root, min_level: int):
-    return for_each_tdp_pte_min_level(kvm, root, min_level, 0, tdp_mmu_max_gfn_exclusive())
+    return for_each_tdp_pte_min_level(kvm, root, min_level, 0, tdp_mmu_max_gfn_exclusive(kvm))

@@ -695,10 +695,73 @@ def tdp_mmu_zap_root(kvm, root: KvmMmuPage, shared: bool) -> None:
     """
     WARN(root.tdp_mmu_root_count.refcount_read() == 0,
          "WARN_ON_ONCE in tdp_mmu_zap_root: root refcount is 0")
+    if tdp_mmu_zap_root_as_range():
+        # design v5.10-v5.17: every zap-all flow is zap_gfn_range over the whole space
+        zap_gfn_range(kvm, root, 0, ZAP_ALL_END, True, False, shared)
+        return
     rcu_read_lock()
     for level in (S.PG_LEVEL_4K, S.PG_LEVEL_2M, S.PG_LEVEL_1G, root.role.level):
         __tdp_mmu_zap_root(kvm, root, shared, level)
     rcu_read_unlock()
+
+
+# -- design variant (v5.10 - v5.17): a root is zapped as one gfn range -------------------
+
+#: the named design variant (``--defect zap-root-as-gfn-range``)
+ZAP_ROOT_AS_GFN_RANGE = "zap-root-as-gfn-range"
+#: "all ones" as the end gfn: zap everything (524a1e4e381f)
+ZAP_ALL_END = (1 << 64) - 1
+
+
+def tdp_mmu_zap_root_as_range() -> bool:
+    """Whether the v5.10-v5.17 root zap is selected (by its name or a catalogue defect
+    built on it)."""
+    return traps.defect(ZAP_ROOT_AS_GFN_RANGE) or traps.defect(
+        "zap-all-range-misses-top-level/a")
+
+
+@requires("shared", taken=("rcu",), yields=True, kernel="tdp_mmu.c (v5.10-v5.17)")
+def zap_gfn_range(kvm, root: KvmMmuPage, start: int, end: int, can_yield: bool,
+                  flush: bool, shared: bool) -> bool:
+    """Zap every SPTE of [start, end) in one root: leaves, and non-leaf entries whose
+    whole range lies inside (handle_removed_pt tears their tables down); a non-leaf
+    entry that reaches outside is descended into instead.  "Zap all" (start 0, end at
+    or past host.MAXPHYADDR) zaps the top-level entries whatever their span.
+
+    Requires: mmu_lock held for read if ``shared``, else write; takes RCU.
+    Why: the walk is bounded at host.MAXPHYADDR (no SPTE is ever made above it), which
+    is not a multiple of a top-level entry's span (512 GiB with 4-level paging): without
+    the zap-all rule the top-level entries would be skipped and leak their tables.
+    Returns: whether a TLB flush is needed.
+    """
+    max_gfn_host = tdp_mmu_max_gfn_exclusive(kvm)
+    # zap-all-range-misses-top-level/a: before 524a1e4e381f there was no zap-all case:
+    # "everything" was the range [0, host.MAXPHYADDR) and obeyed the non-leaf rule
+    zap_all = (start == 0 and end >= max_gfn_host
+               and not traps.defect("zap-all-range-misses-top-level/a"))
+    min_level = root.role.level if zap_all else S.PG_LEVEL_4K
+    end = min(end, max_gfn_host)
+    rcu_read_lock()
+    for iter in for_each_tdp_pte_min_level(kvm, root, min_level, start, end):
+        while True:                                     # the kernel's "retry:" label
+            if can_yield and tdp_mmu_iter_cond_resched(kvm, iter, flush, shared):
+                flush = False
+                break
+            if not S.is_shadow_present_pte(iter.old_spte):
+                break
+            if (not zap_all and (iter.gfn < start
+                                 or iter.gfn + S.KVM_PAGES_PER_HPAGE(iter.level) > end)
+                    and not S.is_last_spte(iter.old_spte, iter.level)):
+                break
+            if not shared:
+                tdp_mmu_iter_set_spte(kvm, iter, S.SHADOW_NONPRESENT_VALUE)
+                flush = True
+                break
+            if tdp_mmu_set_spte_atomic(kvm, iter, S.SHADOW_NONPRESENT_VALUE):
+                break
+            # cmpxchg lost: old_spte was refreshed, retry this entry
+    rcu_read_unlock()
+    return flush
 
 
 @requires("write", taken=("rcu",), yields=True)
@@ -710,7 +773,7 @@ def tdp_mmu_zap_leafs(kvm, root: KvmMmuPage, start: int, end: int, can_yield: bo
     Why: only leaves are zapped, so no page table is freed and callers need no RCU.
     Returns: whether a TLB flush is needed before mmu_lock is dropped.
     """
-    end = min(end, tdp_mmu_max_gfn_exclusive())
+    end = min(end, tdp_mmu_max_gfn_exclusive(kvm))
     rcu_read_lock()
     valid = not root_is_invalid(root)
     bulk = traps.free_run() and not traps.tracing()
@@ -789,7 +852,7 @@ def kvm_tdp_mmu_zap_invalidated_roots(kvm, shared: bool) -> None:
     the zap so the root stays reachable by mmu_notifiers meanwhile.
     Returns: nothing.  No TLB flush.  (Design A: just flush the zap workqueue.)
     """
-    if traps.defect(ASYNC_ZAP_WORKER) or vcpu_held_roots():
+    if tdp_mmu_async_zap():
         flush_workqueue(kvm)
         return
     if shared:
@@ -828,13 +891,19 @@ def kvm_tdp_mmu_invalidate_roots(kvm, root_types: int) -> None:
     if vcpu_held_roots():
         tdp_mmu_invalidate_vcpu_held_roots(kvm, root_types)
         return
-    if traps.defect(ASYNC_ZAP_WORKER):
+    if tdp_mmu_async_zap():
         # Design A: with mmu_lock not held while the VM is destroyed, the walk must be
         # guarded by RCU against roots deleted by the asynchronous zap worker.
         rcu_read_lock()
+        again = traps.defect("async-zap-worker/c")
         for root in kvm.arch.tdp_mmu_roots.list_for_each_entry_rcu():
+            if again and root_is_invalid(root):
+                # async-zap-worker/c: zap-once lost -- a root invalidated earlier (still
+                # alive: a vCPU holds it) is handed to a worker a second time
+                tdp_mmu_schedule_zap_root(kvm, root)
+                continue
             if tdp_mmu_root_match(root, root_types) and not root_is_invalid(root):
-                root.hdr.write(HDR_INVALID, 1)
+                root.hdr.write_once(HDR_INVALID, 1)   # read locklessly: is_obsolete_root
                 tdp_mmu_schedule_zap_root(kvm, root)    # hand the reference to W
         rcu_read_unlock()
         return
@@ -844,13 +913,22 @@ def kvm_tdp_mmu_invalidate_roots(kvm, root_types: int) -> None:
         if root_lifetime_v5_17() and not kvm_tdp_mmu_get_root(root):
             continue                    # v5.17: a reference for the zapper, if still live
         root.hdr.write(HDR_TO_ZAP, 1)
-        root.hdr.write(HDR_INVALID, 1)
+        root.hdr.write_once(HDR_INVALID, 1)   # read locklessly: is_obsolete_root
 
 
 # -- design variant A (v5.18 - v6.5): invalidated roots zapped by a workqueue --------
 
 #: the named design variant (selected like a defect: ``--defect async-zap-worker``)
 ASYNC_ZAP_WORKER = "async-zap-worker"
+#: catalogue defects built on design A (scenarios/catalogue_async.py): each implies it
+ASYNC_ZAP_WORKER_DEFECTS = ("async-zap-worker/a", "async-zap-worker/c")
+
+
+def tdp_mmu_async_zap() -> bool:
+    """Whether design A's workqueue zaps invalidated roots: design A, selected by its own
+    name or by a catalogue defect on it, or design V (built on A's workqueue)."""
+    return traps.defect(ASYNC_ZAP_WORKER) or any(
+        traps.defect(d) for d in ASYNC_ZAP_WORKER_DEFECTS) or vcpu_held_roots()
 
 
 @requires("read", taken=("rcu",), yields=True, kernel="tdp_mmu.c (A, v5.18-v6.5)")
@@ -879,10 +957,14 @@ def tdp_mmu_schedule_zap_root(kvm, root: KvmMmuPage) -> None:
         tdp_mmu_zap_root_work(kvm, root)
         read_unlock(kvm.mmu_lock)
     wq = kvm.tdp_mmu_zap_wq
+    if wq is None:
+        # no workqueue (async-zap-worker/a): the guard proposed for the syzbot report
+        # and rejected -- the root is left invalid, unzapped and still referenced
+        return
     name = f"kworker/zap:{root.spt.name}"
-    again = sum(1 for t in traps.tasks() if t.name == name or t.name.startswith(name + "/"))
-    if again:                           # the same root queued twice (a bug): unique name
-        name += f"/{again + 1}"
+    queued = sum(1 for t in traps.tasks() if t.name == name or t.name.startswith(name + "/"))
+    if queued:                  # the same root queued again (async-zap-worker/c)
+        name += f"/{queued + 1}"
     wq.append(spawn(name, kworker))
 
 
@@ -890,6 +972,8 @@ def flush_workqueue(kvm) -> None:
     """Wait for every work item queued so far on tdp_mmu_zap_wq."""
     from ..sync import join, might_sleep
     might_sleep("flush_workqueue(tdp_mmu_zap_wq)")
+    if kvm.tdp_mmu_zap_wq is None:
+        return                      # async-zap-worker/a: nothing was ever queued
     pending, kvm.tdp_mmu_zap_wq = kvm.tdp_mmu_zap_wq, []
     for t in pending:
         join(t)
@@ -1915,8 +1999,15 @@ def kvm_tdp_mmu_fast_pf_get_last_sptep(vcpu, gfn: int):
 
 @requires("none")
 def kvm_mmu_init_tdp_mmu(kvm) -> None:
-    """Nothing to allocate since the async zap workqueue is gone (void since v6.6)."""
+    """Nothing to allocate since the async zap workqueue is gone (void since v6.6).
+
+    Design A allocates the per-VM workqueue tdp_mmu_zap_wq here (alloc_workqueue);
+    async-zap-worker/a: the allocation fails and v5.18 ignores it ("This should not
+    fail, but it's not worth handling it"), so the VM runs without a zap worker.
+    """
     kvm.arch.tdp_mmu_pages = 0
+    if traps.defect("async-zap-worker/a"):
+        kvm.tdp_mmu_zap_wq = None       # alloc_workqueue() == NULL, not checked
 
 
 @requires("none", takes="write", taken=("rcu",), yields=True)

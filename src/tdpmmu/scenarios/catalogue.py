@@ -15,6 +15,8 @@ from .registry import register_catalogue_defect
 
 #: catalogue id -> why the model does not re-introduce it
 OUT_OF_SCOPE: dict[str, str] = {}
+#: ``id/variant`` -> why that one variant of an otherwise modelled entry is not
+OUT_OF_SCOPE_VARIANTS: dict[str, str] = {}
 
 
 # -- A1. root lifetime, root iteration, invalidation ---------------------------------
@@ -55,5 +57,6 @@ from . import (catalogue_async, catalogue_fault_a, catalogue_fault_b,  # noqa: E
 for _group in (catalogue_async, catalogue_fault_a, catalogue_fault_b, catalogue_l2,
                catalogue_nx, catalogue_roots_a, catalogue_roots_b, catalogue_yield):
     OUT_OF_SCOPE.update(getattr(_group, "OUT_OF_SCOPE", {}))
+    OUT_OF_SCOPE_VARIANTS.update(getattr(_group, "OUT_OF_SCOPE_VARIANTS", {}))
 
-__all__ = ["OUT_OF_SCOPE", "register_catalogue_defect"]
+__all__ = ["OUT_OF_SCOPE", "OUT_OF_SCOPE_VARIANTS", "register_catalogue_defect"]

@@ -90,10 +90,12 @@ def enable_dirty_logging(kvm, slot, enable: bool = True) -> None:
 
 @scenario("mmu-faults-vs-zap-all-fast", tags=MMU, dfs_bound=1, max_steps=60_000,
           key_branches=("fault-retry", "last-root-put"))
-def mmu_faults_vs_zap_all_fast(vcpus: int = 2, accesses: int = 2, smm: bool = False):
+def mmu_faults_vs_zap_all_fast(vcpus: int = 2, accesses: int = 2, smm: bool = False,
+                               updates: int = 1):
     """vCPUs fault in the same and different GFNs while a memslot update runs
     kvm_mmu_zap_all_fast (invalidate all roots, zap them under the read lock); then
-    the VM is torn down."""
+    the VM is torn down.  ``updates``: memslot updates in a row (a vCPU may still hold
+    a root the previous one invalidated)."""
     kvm = build_vm(vcpus, smm=smm)
 
     def vcpu_body(v):
@@ -106,7 +108,11 @@ def mmu_faults_vs_zap_all_fast(vcpus: int = 2, accesses: int = 2, smm: bool = Fa
                 guest_access(v, 0x1000, READ_ACCESS)
         return run
 
-    return run_flows(kvm, vcpu_body, memslot_update=lambda: zap_all_fast(kvm))
+    def memslot_update():
+        for _ in range(updates):
+            zap_all_fast(kvm)
+
+    return run_flows(kvm, vcpu_body, memslot_update=memslot_update)
 
 
 @scenario("mmu-smm-teardown", tags=MMU, dfs_bound=1, max_steps=60_000,
@@ -131,15 +137,20 @@ def mmu_smm_teardown(vcpus: int = 2):
 
 @scenario("mmu-fault-vs-zap-range", tags=MMU, dfs_bound=2, max_steps=60_000,
           key_branches=("fault-retry",))
-def mmu_fault_vs_zap_range(vcpus: int = 1, backing: int = 1):
+def mmu_fault_vs_zap_range(vcpus: int = 1, backing: int = 1, host_maxphyaddr: int = 52,
+                           mmio_gpa: int = -1):
     """A vCPU faults and accesses a page while kvm_zap_gfn_range zaps (and flushes) the
-    range under the write lock; backing=2 maps with 2M pages."""
-    kvm = build_vm(vcpus, backing_level=backing)
+    range under the write lock; backing=2 maps with 2M pages.  ``host_maxphyaddr``: the
+    host's MAXPHYADDR; ``mmio_gpa`` >= 0: the guest then probes that (unbacked) address,
+    as a nested guest misled about MAXPHYADDR may."""
+    kvm = build_vm(vcpus, backing_level=backing, host_maxphyaddr=host_maxphyaddr)
 
     def vcpu_body(v):
         def run():
             guest_access(v, 0x3000, WRITE_ACCESS)
             guest_access(v, 0x3000, READ_ACCESS)
+            if mmio_gpa >= 0:
+                guest_access(v, mmio_gpa, READ_ACCESS)
         return run
 
     return run_flows(kvm, vcpu_body, zapper=lambda: kvm_zap_gfn_range(kvm, 0, 512))
@@ -426,11 +437,14 @@ def mmu_dirty_clear_vs_zap():
 
 @scenario("mmu-notifier-remap-vs-fault", tags=MMU, dfs_bound=2, max_steps=60_000,
           key_branches=("fault-retry",))
-def mmu_notifier_remap_vs_fault(vcpus: int = 2, seq_start: int = 0):
+def mmu_notifier_remap_vs_fault(vcpus: int = 2, seq_start: int = 0,
+                                memslot_update: bool = False):
     """The host migrates the page backing a GFN (mmu_notifier invalidate_range_start:
     zap + flush; remap; invalidate_range_end: bump mmu_invalidate_seq) while vCPUs
     write-fault that GFN: a fault that resolved the old pfn must retry.  ``seq_start``:
-    the invalidations the VM has already seen (mmu_invalidate_seq at creation)."""
+    the invalidations the VM has already seen (mmu_invalidate_seq at creation).
+    ``memslot_update``: meanwhile the VMM adds a memslot (its installation waits for
+    the invalidation in flight)."""
     from ..mmu.mmu import kvm_host_remap_gfn
     from ..mmu.kvm import HOST_PFN_BASE
     kvm = build_vm(vcpus, mmu_invalidate_seq=seq_start)
@@ -443,8 +457,15 @@ def mmu_notifier_remap_vs_fault(vcpus: int = 2, seq_start: int = 0):
             pfns[v.name] = guest_access(v, gfn << 12, WRITE_ACCESS)
         return run
 
-    return run_flows(kvm, vcpu_body,
-                     host_migrate=lambda: kvm_host_remap_gfn(kvm, 0, gfn, new_pfn))
+    others = {"host_migrate": lambda: kvm_host_remap_gfn(kvm, 0, gfn, new_pfn)}
+    if memslot_update:
+        def vmm():
+            from ..mmu.mmu import kvm_create_memslot
+            mutex_lock(kvm.slots_lock)
+            kvm_create_memslot(kvm, 0, 1, 2048, 16)
+            mutex_unlock(kvm.slots_lock)
+        others["vmm"] = vmm
+    return run_flows(kvm, vcpu_body, **others)
 
 @scenario("mmu-fast-pf-vs-zap", tags=MMU, dfs_bound=2, max_steps=60_000,
           key_branches=("fast-pf-made-writable",))

@@ -27,3 +27,6 @@ from .refcount import (RefCount, refcount_add, refcount_dec, refcount_dec_and_te
                        refcount_inc, refcount_inc_not_zero, refcount_read, refcount_set)
 from .wait import Completion, WaitQueue, complete, wait_event, wait_for_completion, wake_up  # noqa: F401
 from ..runtime.traps import (choose, current_task, defect, join, spawn)  # noqa: F401
+from .locks import RwSemaphore, down_read, down_write, up_read, up_write  # noqa: F401,E402
+from .lockdep import LockdepMap, lock_map_acquire, lock_map_release  # noqa: F401,E402
+from .wait import RcuWait  # noqa: F401,E402

@@ -278,3 +278,40 @@ def _on_task_exit(task) -> None:
                             f"(depth {ts.rcu_nesting})")
     if any(ts.srcu.values()):
         raise RcuBadNesting(f"{ts.name} finished inside an SRCU read-side section")
+
+
+# -- lockdep maps: pseudo-locks -----------------------------------------------------
+
+class LockdepMap:
+    """struct lockdep_map with no lock behind it (lock_map_acquire/lock_map_release).
+
+    The kernel wraps a region in such a map to tell lockdep "this region may wait for
+    whatever its callees wait for" -- e.g. the MMU-notifier core's
+    __mmu_notifier_invalidate_range_start_map around every invalidate_range_start and
+    _end: a lock held across start..end and also taken inside one of them closes a
+    cycle through the map, which lockdep reports although nothing blocks on the map
+    itself.  Acquiring never blocks; the dependency graph, recursion and release
+    balance are checked as for a lock (mode "exclusive").  The region may sleep.
+    """
+
+    sleeping = True
+
+    def __init__(self, name: str):
+        self.name = name
+        self.cls = name
+
+    def __str__(self) -> str:
+        return self.name
+
+    def __repr__(self) -> str:
+        return f"<LockdepMap {self.name}>"
+
+
+def lock_map_acquire(m: LockdepMap) -> None:
+    """Enter the region ``m`` stands for: lock order and recursion checks, no wait."""
+    lock_acquire(m, "exclusive")
+    lock_acquired(m, "exclusive")
+
+
+def lock_map_release(m: LockdepMap) -> None:
+    lock_release(m, "exclusive")

@@ -293,3 +293,44 @@ __all__ = [
     "read_lock", "read_trylock", "read_unlock", "write_lock", "write_trylock", "write_unlock",
     "rwlock_needbreak", "cond_resched_rwlock_read", "cond_resched_rwlock_write", "ops",
 ]
+
+
+class RwSemaphore(RwLock):
+    """struct rw_semaphore: a *sleeping* reader/writer lock.
+
+    Fair like the kernel's rwsem (a waiting writer blocks new readers: otherwise
+    readers arriving back to back would starve it), so, as for rwlock_t, a down_read
+    behind a waiting writer waits even though the lock is only read-held -- the source
+    of the deadlocks lockdep reports for rwsems nested in other locks.  down_read and
+    down_write may sleep (might_sleep); holding it allows sleeping.  Lockdep modes are
+    "read" and "write"; read acquisitions are not recursive (as for rwlock_t).
+    """
+
+    sleeping = True
+
+    def __init__(self, name: str, cls: str | None = None):
+        super().__init__(name, cls)
+        self._racq = (ACQUIRE, self, "down_read", None)
+        self._rrel = (RELEASE, self, "up_read", None)
+        self._wacq = (ACQUIRE, self, "down_write", None)
+        self._wrel = (RELEASE, self, "up_write", None)
+
+    def down_read(self) -> None:
+        lockdep.might_sleep(f"down_read({self.name})")
+        self.read_lock()
+
+    def down_write(self) -> None:
+        lockdep.might_sleep(f"down_write({self.name})")
+        self.write_lock()
+
+    up_read = RwLock.read_unlock
+    up_write = RwLock.write_unlock
+    down_read_trylock = RwLock.read_trylock
+    down_write_trylock = RwLock.write_trylock
+
+
+down_read = RwSemaphore.down_read
+up_read = RwSemaphore.up_read
+down_write = RwSemaphore.down_write
+up_write = RwSemaphore.up_write
+__all__ += ["RwSemaphore", "down_read", "up_read", "down_write", "up_write"]

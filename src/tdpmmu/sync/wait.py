@@ -119,3 +119,52 @@ wait_event = WaitQueue.wait_event
 wake_up = WaitQueue.wake_up
 complete = Completion.complete
 wait_for_completion = Completion.wait_for_completion
+
+
+class RcuWait:
+    """struct rcuwait: a wait slot for at most one task (callers serialise waiters,
+    e.g. under a mutex), woken by rcuwait_wake_up.
+
+    The waiter's loop is the kernel's: prepare_to_rcuwait; while the condition fails
+    (checked under the waker's lock): set_current_state, drop the lock, schedule(),
+    retake it; finish_rcuwait.  A wake-up between set_current_state and schedule() is
+    not lost: the task is runnable again and schedule() returns at once.
+    Happens-before: rcuwait_wake_up releases into the waiter's schedule().
+    """
+
+    def __init__(self, name: str):
+        self.name = name
+        self.task = None
+        self._woken = False
+        self.clock = SyncClock()
+
+    def __str__(self) -> str:
+        return self.name
+
+    def prepare_to_rcuwait(self) -> None:
+        self.task = traps.current_task()
+
+    def set_current_state(self) -> None:
+        """set_current_state(TASK_UNINTERRUPTIBLE) before the condition is dropped
+        (smp_store_mb: a step of its own)."""
+        traps.schedule_point((SYNC, self, "set_current_state", None))
+        self._woken = False
+
+    def schedule(self) -> None:
+        """Sleep unless woken since set_current_state."""
+        lockdep.might_sleep("schedule()")
+        while not self._woken:
+            traps.block(f"rcuwait {self.name}")
+        self.clock.acquire()
+
+    def finish_rcuwait(self) -> None:
+        self.task = None
+        self._woken = True
+
+    def rcuwait_wake_up(self) -> None:
+        traps.schedule_point((SYNC, self, "rcuwait_wake_up", None))
+        self.clock.release()
+        task = self.task
+        if task is not None:
+            self._woken = True
+            traps.wake(task)
