@@ -25,3 +25,15 @@ def test_parallel_and_sequential_campaigns_agree():
     assert [r.schedules for r in seq] == [r.schedules for r in par]
     assert [[f.schedule for f in r.failures] for r in seq] == \
         [[f.schedule for f in r.failures] for r in par]
+
+
+def test_parallel_stop_on_first_stops_the_jobs_after_the_cut():
+    # the failure is job 0: the long clean job running beside it is terminated, not
+    # waited for (its result would be dropped anyway)
+    plan = [Job("sync-counter", "random", 200, 0, ("counter-racy-rmw",)),
+            Job("sync-counter", "random", 200_000, 1)]
+    results = run_campaign(plan, jobs=2, stop_on_first=True)
+    assert len(results) == 1 and results[0].failures
+    # the pool is usable again afterwards (fresh workers each campaign)
+    again = run_campaign([Job("sync-counter", "random", 20, s) for s in range(3)], jobs=2)
+    assert [r.executions for r in again] == [20, 20, 20]

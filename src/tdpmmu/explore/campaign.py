@@ -105,6 +105,7 @@ def run_campaign(plan: list[Job], jobs: int | None = None, on_done=None,
     ctx = multiprocessing.get_context("fork")
     pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx)
     cut = len(plan)                     # the first failing job in plan order, when known
+    stopped = False
     try:
         futures = {pool.submit(_run, job, stop_on_first): i for i, job in enumerate(plan)}
         for fut in as_completed(futures):
@@ -121,8 +122,14 @@ def run_campaign(plan: list[Job], jobs: int | None = None, on_done=None,
                         f.cancel()
             if stop_on_first and cut < len(plan) and all(
                     results[j] is not None for j in range(cut)):
+                stopped = True
                 break
     finally:
+        if stopped:
+            # the jobs still running are after the cut: their results are dropped, so
+            # do not wait for them to use their whole budget
+            for proc in list((getattr(pool, "_processes", None) or {}).values()):
+                proc.terminate()
         pool.shutdown(wait=True, cancel_futures=True)
     done = [r for r in results if r is not None]
     if stop_on_first and cut < len(plan):
