@@ -90,3 +90,38 @@ def test_whole_tables_take_fewer_steps_when_free_running():
     _, rb = run_single(workload(*args))
     _, rf = run_single(workload(*args), tracing=True)
     assert rb.steps < rf.steps - 500
+
+
+def _partial_clear(lose_bit: bool):
+    def body(kvm):
+        kvm.manual_dirty_log_protect = MANUAL
+        slot = add_slot(kvm, npages=8)
+        v = vcpu(kvm)
+        mutex_lock(kvm.slots_lock)
+        kvm_set_memslot_dirty_logging(kvm, slot, True)
+        mutex_unlock(kvm.slots_lock)
+        for g in range(4):
+            guest_access(v, g << 12, WRITE_ACCESS)
+        mutex_lock(kvm.slots_lock)
+        got = kvm_get_dirty_log_manual(kvm, slot)
+        kvm_clear_dirty_log(kvm, slot, {0, 1})          # userspace clears only half
+        if lose_bit:
+            slot.dirty_bitmap.discard(3)                # (the harness loses a bit)
+        again = kvm_get_dirty_log_manual(kvm, slot)
+        kvm_clear_dirty_log(kvm, slot, set(again))
+        mutex_unlock(kvm.slots_lock)
+        return sorted(got), sorted(again)
+    return body
+
+
+def test_a_partial_clear_leaves_the_rest_for_the_next_harvest():
+    got, again = run_single(_partial_clear(False))[0]
+    assert got == [0, 1, 2, 3] and again == [2, 3]
+
+
+def test_a_page_left_uncleared_and_then_lost_is_reported():
+    import pytest
+
+    from tdpmmu.mmu.oracles import DirtyLogIncomplete
+    with pytest.raises(DirtyLogIncomplete, match="gfn 0x3"):
+        run_single(_partial_clear(True))

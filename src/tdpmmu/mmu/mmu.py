@@ -1537,7 +1537,7 @@ def kvm_clear_dirty_log(kvm: Kvm, slot, gfns: set) -> None:
     traps.schedule_point((SYNC, slot, "clear(dirty_bitmap)", None))
     slot.dirty_bitmap.difference_update(gfns)
     _reprotect(kvm, slot, gfns, "clear-dirty-log-skips-wrprot")
-    oracles.note_harvest(kvm, slot, set(gfns), slot._manual_get_start)
+    oracles.note_harvest(kvm, slot, set(gfns), slot._manual_get_start, slot.dirty_bitmap)
 
 
 # -- KVM_PRE_FAULT_MEMORY (kvm_main.c / mmu.c, v6.10+) ------------------------------------

@@ -274,12 +274,16 @@ def note_guest_write(vcpu, gfn: int) -> None:
         slot.dirty_writes.append((gfn, traps.now(), traps.current_task().name))
 
 
-def note_harvest(kvm, slot, harvested: set, start: int) -> None:
+def note_harvest(kvm, slot, harvested: set, start: int, pending=None) -> None:
     """A harvest (GET_DIRTY_LOG) that took the bitmap at step ``start`` returned
     ``harvested``.  A write that completed before ``start`` must be in it.  A write that
     raced with the harvest (completed after ``start``) may be reported by the next
     harvest instead -- or by none, if this harvest reported its page, because userspace
-    copies reported pages only after the harvest returned (KVM's documented tolerance)."""
+    copies reported pages only after the harvest returned (KVM's documented tolerance).
+
+    ``pending``: for KVM_CLEAR_DIRTY_LOG, the bits still set in the bitmap after the
+    clear.  Userspace may clear only part of what GET reported; a page it left set is
+    not lost but still to be harvested, so its writes carry over to the next harvest."""
     carried = getattr(slot, "_dirty_carry", [])
     prev = getattr(slot, "_dirty_prev", frozenset())
     for gfn, step, who in carried:
@@ -288,13 +292,20 @@ def note_harvest(kvm, slot, harvested: set, start: int) -> None:
                 f"guest write to gfn {gfn:#x} by {who} at step {step} (during a harvest) was "
                 f"reported by neither that harvest nor the next one")
     writes = slot.dirty_writes
+    left = []
     if not {w[0] for w in writes if w[1] < start} <= harvested:
-        for gfn, step, who in writes:                   # name the first one
+        for w in writes:
+            gfn, step, who = w
             if step < start and gfn not in harvested:
+                if pending is not None and gfn in pending:
+                    left.append(w)              # not cleared: still to be harvested
+                    continue
                 raise DirtyLogIncomplete(
                     f"guest write to gfn {gfn:#x} by {who} at step {step} completed before "
                     f"the harvest started (step {start}) but the harvest does not report it")
-    slot._dirty_carry = [w for w in writes if w[1] >= start]
+    # racing writes, and (``left``) writes to pages still set in the bitmap: they must
+    # be in the next harvest
+    slot._dirty_carry = left + [w for w in writes if w[1] >= start]
     slot.dirty_writes = []
     # the harvest's own set: nothing mutates it after it is returned
     slot._dirty_prev = harvested
