@@ -36,6 +36,7 @@ from ..sync import (GFP_ATOMIC, GFP_KERNEL, RefCount, alloc_page, call_rcu, cpu_
                     lockdep_assert_held, lockdep_assert_held_write, lockdep_assert_in_rcu_read_lock, lockdep_is_held_type,
                     need_resched, rcu_barrier, rcu_read_lock, rcu_read_unlock, read_lock,
                     read_unlock, spin_lock, spin_unlock, write_lock, write_unlock)
+from ..sync.watchdog import work as watchdog_work
 from . import oracles
 from . import spte as S
 from .locking import requires, transparent
@@ -376,6 +377,7 @@ def handle_removed_pt(kvm, pt, shared: bool) -> None:
     base_gfn = sp.gfn
     as_id = sp.as_id
     step = S.KVM_PAGES_PER_HPAGE(level)
+    watchdog_work(S.SPTE_ENT_PER_PAGE)  # every entry is read (and frozen), never yielding
     tdp_mmu_unlink_sp(kvm, sp)
     bulk = traps.free_run() and not traps.tracing()
     if bulk and level == S.PG_LEVEL_4K:
@@ -705,6 +707,7 @@ def _bulk_zap_leaf_table(kvm, iter: TdpIter) -> bool:
     if n:
         a[present] = np.uint64(S.SHADOW_NONPRESENT_VALUE)
         kvm_update_page_stats(kvm, S.PG_LEVEL_4K, -n)
+    watchdog_work(S.SPTE_ENT_PER_PAGE - 1 - iter.idx)
     iter.idx = S.SPTE_ENT_PER_PAGE - 1
     iter.gfn += S.SPTE_ENT_PER_PAGE - 1
     iter.next_last_level_gfn = iter.gfn
@@ -1205,6 +1208,10 @@ def wrprot_gfn_range(kvm, root, start: int, end: int, min_level: int) -> bool:
         raise KernelWarning("BUG_ON in wrprot_gfn_range: min_level above 1G")
     spte_set = False
     bulk = traps.free_run() and not traps.tracing()
+    # v5.11 (catalogue yield-only-after-spte-change): the resched check came after the
+    # change, so entries that need none (not present, not leaves, already read-only)
+    # were skipped without one
+    late = traps.defect("yield-only-after-spte-change")
     rcu_read_lock()
     for iter in for_each_tdp_pte_min_level(kvm, root, min_level, start, end):
         if (bulk and iter.level == S.PG_LEVEL_4K and iter.idx == 0 and iter.gfn >= start
@@ -1212,7 +1219,7 @@ def wrprot_gfn_range(kvm, root, start: int, end: int, min_level: int) -> bool:
             spte_set |= _bulk_clear_leaf_bits(kvm, iter, S.PT_WRITABLE_MASK, None)
             continue
         while True:                                     # "retry:"
-            if tdp_mmu_iter_cond_resched(kvm, iter, False, True):
+            if not late and tdp_mmu_iter_cond_resched(kvm, iter, False, True):
                 break
             old = iter.old_spte
             if (not S.is_shadow_present_pte(old) or not S.is_last_spte(old, iter.level)
@@ -1220,6 +1227,8 @@ def wrprot_gfn_range(kvm, root, start: int, end: int, min_level: int) -> bool:
                 break
             if tdp_mmu_set_spte_atomic(kvm, iter, old & ~S.PT_WRITABLE_MASK):
                 spte_set = True
+                if late:
+                    tdp_mmu_iter_cond_resched(kvm, iter, False, True)
                 break
     rcu_read_unlock()
     return spte_set
@@ -1341,6 +1350,7 @@ def _bulk_clear_leaf_bits(kvm, iter: TdpIter, bits: int, idxs) -> bool:
         last = int(idxs[-1])
     if sel.size:
         a[sel] &= ~b
+    watchdog_work(last - iter.idx)
     iter.gfn += last - iter.idx
     iter.idx = last
     iter.next_last_level_gfn = iter.gfn

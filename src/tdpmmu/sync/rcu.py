@@ -48,6 +48,8 @@ class _Readers:
         self.active: dict = {}
         self.next_id = 1
         self.waiters: list = []
+        #: waiter -> the snapshot it waits for (the RCU stall detector asks who waits)
+        self.waiting: dict = {}
         #: every finished section releases into it; grace-period ends acquire it
         self.clock = SyncClock()
 
@@ -75,8 +77,11 @@ class _Readers:
             left = [t.name for t, sid in snap.items() if self.active.get(t) == sid]
             if not left:
                 break
-            self.waiters.append(traps.current_task())
+            me = traps.current_task()
+            self.waiters.append(me)
+            self.waiting[me] = snap
             traps.block(f"{what}: waiting for readers {', '.join(left)}")
+            self.waiting.pop(me, None)
         self.clock.acquire()
 
 
@@ -117,6 +122,7 @@ def rcu_read_lock() -> None:
     ts.rcu_nesting += 1
     if ts.rcu_nesting == 1:
         ts.rcu_section = st.readers.enter(traps.current_task())
+        ts.rcu_work = 0                 # the RCU stall detector's count (watchdog.py)
 
 
 def rcu_read_unlock() -> None:
