@@ -360,6 +360,13 @@ def kvm_mmu_free_roots(kvm: Kvm, vcpu: KvmVcpu) -> None:
     root = vcpu.root
     if root is None:
         return
+    if traps.defect("last-put-zaps-root") or traps.defect("put-root-zap-cannot-yield"):
+        # design R (v5.13-v6.3) predates v6.9: the write lock, and put_root directly
+        write_lock(kvm.mmu_lock)
+        kvm_tdp_mmu_put_root(kvm, root)
+        write_unlock(kvm.mmu_lock)
+        vcpu.root = None
+        return
     read_lock(kvm.mmu_lock)
     mmu_free_root_page(kvm, root)
     read_unlock(kvm.mmu_lock)

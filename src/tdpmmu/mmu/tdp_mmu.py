@@ -177,7 +177,10 @@ def kvm_tdp_mmu_get_root(root: KvmMmuPage) -> bool:
 
 @transparent
 def root_is_invalid(root: KvmMmuPage) -> bool:
-    """role.invalid (protected by mmu_lock)."""
+    """role.invalid (protected by mmu_lock; design R also writes it under the read lock,
+    so there the access is marked)."""
+    if _last_put_zaps():
+        return bool(root.hdr.read_once(HDR_INVALID))
     return bool(root.hdr.read(HDR_INVALID))
 
 
@@ -193,6 +196,9 @@ def kvm_tdp_mmu_put_root(kvm, root: KvmMmuPage) -> None:
     if not root.tdp_mmu_root_count.refcount_dec_and_test():
         return
     traps.cover("last-root-put")
+    if _last_put_zaps():
+        tdp_mmu_put_last_root_ref_zaps(kvm, root)      # design R (v5.13-v6.3)
+        return
     WARN(not root.tdp_mmu_page or not root.hdr.read(HDR_INVALID),
          f"KVM_BUG_ON in kvm_tdp_mmu_put_root: last reference to a valid root {root!r}")
     spin_lock(kvm.arch.tdp_mmu_pages_lock)
@@ -300,6 +306,11 @@ def kvm_tdp_mmu_alloc_root(vcpu) -> None:
         spin_lock(kvm.arch.tdp_mmu_pages_lock)
         for root in kvm.arch.tdp_mmu_roots.list_for_each_entry(True, "tdp_mmu_pages_lock held"):
             if root.role == role and not root_is_invalid(root):
+                if _last_put_zaps():
+                    if not kvm_tdp_mmu_get_root(root):
+                        continue        # design R: its last put is zapping it
+                    found = root
+                    break
                 if not WARN(not kvm_tdp_mmu_get_root(root),
                             "WARN_ON_ONCE in kvm_tdp_mmu_alloc_root: matching root not gettable"):
                     found = root
@@ -307,8 +318,8 @@ def kvm_tdp_mmu_alloc_root(vcpu) -> None:
         if found is None:
             found = tdp_mmu_alloc_sp(vcpu)
             tdp_mmu_init_sp(found, None, 0, role)
-            found.tdp_mmu_root_count = RefCount(f"{found.spt.name}.tdp_mmu_root_count", 2,
-                                                owner=found.hdr)
+            found.tdp_mmu_root_count = RefCount(f"{found.spt.name}.tdp_mmu_root_count",
+                                                1 if _last_put_zaps() else 2, owner=found.hdr)
             found.init_link(found.spt.name, owner=found.hdr)
             kvm.arch.tdp_mmu_roots.list_add_rcu(found)
             traps.note(f"new root {found.spt.name} as_id={as_id}")
@@ -655,7 +666,10 @@ def tdp_mmu_zap_root(kvm, root: KvmMmuPage, shared: bool) -> None:
     WARN(root.tdp_mmu_root_count.refcount_read() == 0,
          "WARN_ON_ONCE in tdp_mmu_zap_root: root refcount is 0")
     rcu_read_lock()
-    for level in (S.PG_LEVEL_4K, S.PG_LEVEL_2M, S.PG_LEVEL_1G, root.role.level):
+    levels = (S.PG_LEVEL_4K, S.PG_LEVEL_2M, S.PG_LEVEL_1G, root.role.level)
+    if traps.defect("zap-root-single-pass-rcu-stall"):
+        levels = (root.role.level,)     # before v5.18: top-level entries only, in one pass
+    for level in levels:
         __tdp_mmu_zap_root(kvm, root, shared, level)
     rcu_read_unlock()
 
@@ -798,6 +812,8 @@ def kvm_tdp_mmu_invalidate_roots(kvm, root_types: int) -> None:
     for root in kvm.arch.tdp_mmu_roots.list_for_each_entry(held, "mmu_lock held for write"):
         if not tdp_mmu_root_match(root, root_types) or root_is_invalid(root):
             continue
+        if _last_put_zaps() and not kvm_tdp_mmu_get_root(root):
+            continue                    # design R: the reference to hand over is taken here
         root.hdr.write(HDR_TO_ZAP, 1)
         root.hdr.write(HDR_INVALID, 1)
 
@@ -843,6 +859,78 @@ def flush_workqueue(kvm) -> None:
     pending, kvm.tdp_mmu_zap_wq = kvm.tdp_mmu_zap_wq, []
     for t in pending:
         join(t)
+
+
+# -- design variant R (v5.13-v6.3): roots hold no reference of the TDP MMU's own ------
+
+#: the named design variant (selected like a defect: ``--defect last-put-zaps-root``)
+LAST_PUT_ZAPS_ROOT = "last-put-zaps-root"
+
+
+def _last_put_zaps() -> bool:
+    """Design R is on (its catalogue defect implies it)."""
+    return traps.defect(LAST_PUT_ZAPS_ROOT) or traps.defect("put-root-zap-cannot-yield")
+
+
+@requires("either", taken=("tdp_mmu_pages_lock", "rcu"), yields=True,
+          kernel="tdp_mmu.c (R, v5.13-v6.3)")
+def tdp_mmu_put_last_root_ref_zaps(kvm, root: KvmMmuPage) -> None:
+    """Design R's last put: before edbdb43fc96b (v6.4) a root started with the vCPU's
+    reference only, so the last vCPU to drop it dropped it while it was still valid and
+    mapped, and the put itself had to zap it.
+
+    Requires: mmu_lock held, either mode (every caller of put_root holds it in R); the
+    zap runs in that mode.
+    Why: 8351779ce65f (v5.18): a valid root is marked invalid and given one reference
+    back, so it stays listed -- reachable by mmu_notifiers -- while it is zapped *with*
+    yielding; the put after the zap is the real last one.  Before it (v5.13-v5.17) the
+    root was unlinked first and then zapped with can_yield = false: an unlinked root is
+    invisible to mmu_notifiers, so that zap must not drop mmu_lock (catalogue
+    put-root-zap-cannot-yield).
+    Returns: nothing.  No TLB flush (the vCPUs that used it loaded another root).
+    """
+    shared = not lockdep_is_held_type(kvm.mmu_lock, "write")
+    if traps.defect("put-root-zap-cannot-yield"):
+        spin_lock(kvm.arch.tdp_mmu_pages_lock)
+        kvm.arch.tdp_mmu_roots.list_del_rcu(root)
+        spin_unlock(kvm.arch.tdp_mmu_pages_lock)
+        tdp_mmu_zap_root_cannot_yield(kvm, root, shared)
+        call_rcu(tdp_mmu_free_sp_rcu_callback(root), "tdp_mmu_free_sp_rcu_callback")
+        return
+    if not root_is_invalid(root):
+        # written under the read lock too (a yield-safe walker's put may be the last):
+        # in R every access to role.invalid is marked (see root_is_invalid)
+        root.hdr.write_once(HDR_INVALID, 1)
+        root.tdp_mmu_root_count.refcount_set(1)
+        traps.cover("last-put-zapped-valid-root")
+        tdp_mmu_zap_root(kvm, root, shared)
+        kvm_tdp_mmu_put_root(kvm, root)
+        return
+    spin_lock(kvm.arch.tdp_mmu_pages_lock)
+    kvm.arch.tdp_mmu_roots.list_del_rcu(root)
+    spin_unlock(kvm.arch.tdp_mmu_pages_lock)
+    call_rcu(tdp_mmu_free_sp_rcu_callback(root), "tdp_mmu_free_sp_rcu_callback")
+
+
+@requires("shared", taken=("rcu",), kernel="tdp_mmu.c (v5.13-v5.17)")
+def tdp_mmu_zap_root_cannot_yield(kvm, root: KvmMmuPage, shared: bool) -> None:
+    """v5.13-v5.17 put_root's ``zap_gfn_range(kvm, root, 0, -1ull, false, false, shared)``:
+    every present top-level entry zapped, its subtree torn down by handle_removed_pt,
+    never yielding.
+
+    Requires: mmu_lock per ``shared``; takes RCU.
+    """
+    rcu_read_lock()
+    for iter in for_each_tdp_pte_min_level_all(kvm, root, root.role.level):
+        while True:                                     # "retry:"
+            if not S.is_shadow_present_pte(iter.old_spte):
+                break
+            if not shared:
+                tdp_mmu_iter_set_spte(kvm, iter, S.SHADOW_NONPRESENT_VALUE)
+                break
+            if tdp_mmu_set_spte_atomic(kvm, iter, S.SHADOW_NONPRESENT_VALUE):
+                break
+    rcu_read_unlock()
 
 
 @requires("write", yields=True)

@@ -7,13 +7,23 @@ on the long walks of mmu-large-guest-migration (mmu_yield.py).
 
 from __future__ import annotations
 
-from .registry import register_catalogue_defect
+from .registry import register_catalogue_defect, register_defect
 
 #: catalogue id -> why the model does not re-introduce it
 OUT_OF_SCOPE: dict[str, str] = {}
 
 
 # -- A2. the iterator and yielding ---------------------------------------------------
+
+register_defect("last-put-zaps-root",
+                "design R (v5.13-v6.3): roots hold no TDP MMU reference; the last put zaps",
+                "none", ["mmu-large-guest-migration", "mmu-faults-vs-zap-all-fast",
+                         "mmu-smm-teardown"],
+                "A new root starts with the vCPU's reference only (refcount 1); "
+                "invalidation takes the reference it hands to the zapper; the last put of "
+                "a still-valid root marks it invalid, keeps it listed with one reference, "
+                "zaps it with yielding and puts it (8351779ce65f).  A correct design: "
+                "explore it to compare with N.", source="design variant")
 
 register_catalogue_defect(
     "yield-only-after-spte-change",
@@ -26,3 +36,27 @@ register_catalogue_defect(
                 "guest walks page table after page table without a scheduling point while "
                 "the host's mmu_notifier invalidation (and the vCPU behind it) spins on "
                 "mmu_lock.")
+
+register_catalogue_defect(
+    "zap-root-single-pass-rcu-stall",
+    "a root is zapped in one pass over its top-level entries",
+    "RcuStall", ["mmu-large-guest-migration"],
+    fix='1b6043e8e584 "KVM: x86/mmu: Zap roots in two passes to avoid inducing RCU stalls" '
+        '(Sean Christopherson, Mar 2022, v5.18)',
+    description="tdp_mmu_zap_root runs __tdp_mmu_zap_root at the root's level only: zapping "
+                "one top-level entry tears down its whole subtree in handle_removed_pt, "
+                "inside one RCU read-side section with no chance to yield, while the "
+                "grace period for the tables already freed waits (the VM teardown of "
+                "a large guest).")
+
+register_catalogue_defect(
+    "put-root-zap-cannot-yield",
+    "the last put of a valid root unlinks it and zaps it without yielding",
+    "SoftLockup", ["mmu-large-guest-migration"],
+    fix='8351779ce65f "KVM: x86/mmu: Allow yielding when zapping GFNs for defunct TDP MMU '
+        'root" (Paolo Bonzini, Sean Christopherson, Mar 2022, v5.18)',
+    description="On design R (last-put-zaps-root: roots hold only the vCPUs' references, "
+                "v5.13-v6.3) kvm_tdp_mmu_put_root unlinks the root and then zaps all of it "
+                "with can_yield = false (v5.13-v5.17): KVM_SET_SREGS on the only vCPU of a "
+                "large guest zaps its whole root in one go while the host's mmu_notifier "
+                "spins on mmu_lock.")

@@ -32,7 +32,7 @@ from ..runtime import traps
 from ..runtime.errors import RcuBadNesting, RcuGracePeriodInReader, RcuUnprotectedDereference
 from ..runtime.ops import SYNC
 from . import lockdep
-from ._state import cur_state
+from ._state import cur_state, tstate
 from .race import SyncClock
 
 
@@ -78,11 +78,22 @@ class _Readers:
             if not left:
                 break
             me = traps.current_task()
+            if me not in self.waiting:
+                _stall_clock_starts(self, snap)
             self.waiters.append(me)
             self.waiting[me] = snap
             traps.block(f"{what}: waiting for readers {', '.join(left)}")
             self.waiting.pop(me, None)
         self.clock.acquire()
+
+
+def _stall_clock_starts(readers: _Readers, snap: dict) -> None:
+    """A grace period starts waiting for the readers of ``snap``: for those no earlier
+    grace period waits for, the RCU stall detector's count starts now (watchdog.py; the
+    kernel's stall timeout runs from the start of the grace period)."""
+    for t, sid in snap.items():
+        if not any(s.get(t) == sid for s in readers.waiting.values()):
+            tstate(t).rcu_work = 0
 
 
 class RcuState:

@@ -21,13 +21,17 @@ Checks (run when a task's count crosses a threshold, on every further unit):
 
 * :class:`~tdpmmu.runtime.errors.SoftLockup`: more than ``_softlockup_thresh`` units
   (default 2048) since the task's last scheduling opportunity, while another task spins
-  on a lock it holds (a spinlock or rwlock waiter; sleeping waiters are not stuck).  In
-  the model every task has its own CPU, so starving a spinning waiter is what a CPU
-  that never schedules does to the rest of the machine.
+  on a lock it holds (a spinlock or rwlock waiter; sleeping waiters are not stuck), or
+  while it holds a spinning lock exclusively (spinlock, rwlock for write) and some
+  other task is still alive (not finished, not a daemon): every one of them that
+  touches the lock spins.  In the model every task has its own CPU and the watchdog
+  thread of the task's own CPU is not modelled, so the harm a CPU that never schedules
+  does is to the rest of the machine.
 * :class:`~tdpmmu.runtime.errors.RcuStall`: more than ``_rcu_stall_thresh`` units
-  (default 4096) inside one RCU read-side section without an opportunity, while a
-  grace period waits for this reader (``synchronize_rcu`` or the grace-period kthread
-  blocked on it).  The kernel's stall timeout is above the soft-lockup threshold (21 s
+  (default 4096) inside one RCU read-side section without an opportunity, counted from
+  when a grace period started waiting for this reader (``synchronize_rcu`` or the
+  grace-period kthread blocked on it; the kernel's stall timeout also runs from the
+  start of the grace period).  The kernel's stall timeout is above the soft-lockup threshold (21 s
   upstream, 60 s in many distribution configs), so where both apply the soft lockup
   is reported first, as in the kernel's logs.
 
@@ -41,6 +45,7 @@ from __future__ import annotations
 
 from ..runtime import traps
 from ..runtime.errors import RcuStall, SoftLockup
+from ..runtime.task import DONE
 from ._state import cur_state
 
 #: defaults of the two runtime knobs
@@ -65,12 +70,12 @@ def work(n: int = 1) -> None:
     """The current task did ``n`` units of work (SPTEs visited or updated)."""
     ts = cur_state()
     w = ts.work = ts.work + n
+    if w > _soft:
+        _check_soft(ts, w)
     if ts.rcu_nesting:
         r = ts.rcu_work = ts.rcu_work + n
         if r > _rcu:
             _check_rcu(ts, r)
-    if w > _soft:
-        _check_soft(ts, w)
 
 
 def resched_point() -> None:
@@ -98,19 +103,32 @@ def _spinning_waiters(ts) -> list:
     return out
 
 
+def _others_alive(me) -> list:
+    """Tasks other than ``me`` that are not finished and not daemons."""
+    return [t for t in traps.tasks() if t is not me and not t.daemon and t.state != DONE]
+
+
 def _check_soft(ts, w: int) -> None:
-    if traps.current_task().id < 0:
+    me = traps.current_task()
+    if me.id < 0:
         return
     spin = _spinning_waiters(ts)
-    if not spin:
-        return
-    names = sorted({t.name for _, ws in spin for t in ws})
+    if spin:
+        names = sorted({t.name for _, ws in spin for t in ws})
+        why = f"while {', '.join(names)} spin on {', '.join(h.lock.name for h, _ in spin)}"
+    else:
+        excl = [h for h in ts.held if not h.lock.sleeping and h.mode in ("write", "exclusive")]
+        alive = _others_alive(me) if excl else []
+        if not alive:
+            return
+        why = (f"holding {', '.join(f'{h.lock.name} ({h.mode})' for h in excl)}, which "
+               f"{', '.join(t.name for t in alive)} cannot take meanwhile")
     v = SoftLockup(f"watchdog: BUG: soft lockup: {ts.name} did {w} units of work without a "
-                   f"scheduling point (threshold {_soft}) while {', '.join(names)} spin on "
-                   f"{', '.join(h.lock.name for h, _ in spin)}")
-    for h, ws in spin:
+                   f"scheduling point (threshold {_soft}) {why}")
+    for h in ts.held:
         v.add_evidence("held", h.describe(ts.name))
-        v.add_evidence("spinning", ", ".join(t.name for t in ws))
+    for h, ws in spin:
+        v.add_evidence("spinning", f"{', '.join(t.name for t in ws)} on {h.lock.name}")
     raise v
 
 
