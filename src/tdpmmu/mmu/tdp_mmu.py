@@ -609,9 +609,15 @@ def tdp_mmu_iter_cond_resched(kvm, iter: TdpIter, flush: bool, shared: bool) -> 
     WARN(iter.yielded, "KVM_MMU_WARN_ON in tdp_mmu_iter_cond_resched: already yielded")
     if not tdp_mmu_iter_need_resched(kvm, iter):
         return False
-    if flush and not traps.defect("cond-resched-skips-flush"):
+    if flush and traps.defect("flush-after-rcu-unlock"):
+        # before bd29677952fa: RCU is left first, so a table this walk removed may be
+        # freed while a vCPU's walker still uses it, before the flush that waits for it
+        rcu_read_unlock()
         _mmu_c.kvm_flush_remote_tlbs(kvm)
-    rcu_read_unlock()
+    else:
+        if flush and not traps.defect("cond-resched-skips-flush"):
+            _mmu_c.kvm_flush_remote_tlbs(kvm)
+        rcu_read_unlock()
     if shared:
         yielded = kvm.mmu_lock.cond_resched_rwlock_read()
     else:
@@ -736,6 +742,12 @@ def kvm_tdp_mmu_zap_leafs(kvm, start: int, end: int, flush: bool) -> bool:
     Requires: mmu_lock held for write.
     Returns: whether the caller must flush TLBs before dropping mmu_lock.
     """
+    if traps.defect("flush-lost-across-roots-on-yield"):
+        # before a835429cda91 (v5.12): each root's walk starts with no flush pending,
+        # so a yield in a later root drops mmu_lock owing the earlier roots' flush
+        for root in for_each_valid_tdp_mmu_root_yield_safe(kvm, -1):
+            flush |= tdp_mmu_zap_leafs(kvm, root, start, end, True, False)
+        return flush
     for root in for_each_valid_tdp_mmu_root_yield_safe(kvm, -1):
         flush = tdp_mmu_zap_leafs(kvm, root, start, end, True, flush)
     return flush

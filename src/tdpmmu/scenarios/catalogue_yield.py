@@ -60,3 +60,36 @@ register_catalogue_defect(
                 "with can_yield = false (v5.13-v5.17): KVM_SET_SREGS on the only vCPU of a "
                 "large guest zaps its whole root in one go while the host's mmu_notifier "
                 "spins on mmu_lock.")
+
+
+# -- A3. TLB flushing ----------------------------------------------------------------
+
+register_catalogue_defect(
+    "flush-lost-across-roots-on-yield",
+    "a range zap's yield in a later root forgets the flush owed for earlier roots",
+    "TlbIncoherence", ["mmu-both-as-vs-zap-range"],
+    fix='a835429cda91 "KVM: x86/mmu: Ensure TLBs are flushed when yielding during GFN range '
+        'zap" (Sean Christopherson, Mar 2021, v5.12)',
+    description="kvm_tdp_mmu_zap_leafs passes flush = false into each root's "
+                "tdp_mmu_zap_leafs and ORs the results: after zapping a page in the SMM "
+                "root, the walk of the normal root yields before zapping anything of its "
+                "own, drops mmu_lock without flushing, and a vCPU keeps using the zapped "
+                "translation from its TLB.  (cond-resched-skips-flush is the model's "
+                "negative control of the same flush-before-yield rule within one root.)")
+
+
+# -- Part B. review-time bugs and documented hazards -----------------------------------
+
+register_catalogue_defect(
+    "flush-after-rcu-unlock",
+    "tdp_mmu_iter_cond_resched leaves RCU before the pending TLB flush",
+    "UseAfterFree", ["mmu-eager-split-vs-fault-vs-zap"],
+    fix='bd29677952fa "KVM: x86/mmu: Do remote TLB flush before dropping RCU in TDP MMU '
+        'resched" (Sean Christopherson, series <20211120045046.3940942-1-seanjc@google.com>)',
+    description="Huge-page recovery replaces a page table by a huge SPTE (the table is "
+                "freed through call_rcu, the flush deferred) and yields at the next entry: "
+                "with rcu_read_unlock before kvm_flush_remote_tlbs, the grace period can "
+                "end and the table be freed while a vCPU's hardware walk that already read "
+                "the old parent entry still reads it (the flush would have waited for that "
+                "vCPU to leave guest mode).",
+    params={"huge_pages": 2})

@@ -348,20 +348,29 @@ def mmu_unload_vs_root_walk():
           key_branches=("fault-retry",))
 def mmu_both_as_vs_zap_range(vcpus: int = 2):
     """vCPUs fault in both address spaces (normal and SMM) while kvm_zap_gfn_range (an
-    MTRR / APICv-inhibit style zap, with vCPUs running) zaps the range in every root of
-    every address space, then flushes.  (kvm_mmu_zap_all is not raced with vCPUs here:
+    MTRR / APICv-inhibit style zap, with vCPUs running; again once vcpu0 is in SMM) zaps
+    the range in every root of every address space, then flushes.  (kvm_mmu_zap_all is not raced with vCPUs here:
     it runs only once no vCPU can run again, and skips the flush for that reason.)"""
     kvm = build_vm(vcpus, smm=True)
+    in_smm = Completion("smm_mapped")
 
     def vcpu_body(v):
         def run():
             guest_access(v, 0x1000 * (v.vcpu_id + 1), WRITE_ACCESS)
             kvm_smm_transition(v, True)
             guest_access(v, 0x1000 * (v.vcpu_id + 3), WRITE_ACCESS)
+            if v.vcpu_id == 0:
+                in_smm.complete_all()
+            guest_access(v, 0x1000 * (v.vcpu_id + 3), READ_ACCESS)    # from its TLB
             guest_access(v, 0x1000 * (v.vcpu_id + 1), READ_ACCESS)
         return run
 
-    return run_flows(kvm, vcpu_body, zapper=lambda: kvm_zap_gfn_range(kvm, 0, 1024))
+    def zapper():
+        kvm_zap_gfn_range(kvm, 0, 1024)
+        in_smm.wait_for_completion()            # another MTRR update, once vcpu0 is in SMM
+        kvm_zap_gfn_range(kvm, 0, 1024)
+
+    return run_flows(kvm, vcpu_body, zapper=zapper)
 
 
 @scenario("mmu-two-zappers", tags=MMU, dfs_bound=1, max_steps=60_000,
@@ -624,16 +633,17 @@ def mmu_aging_vs_access(vcpus: int = 2, ad_bits: bool = True):
 
 @scenario("mmu-eager-split-vs-fault-vs-zap", tags=MMU, dfs_bound=1, max_steps=120_000,
           key_branches=("split-dropped-lock-to-allocate", "huge-page-recovered"))
-def mmu_eager_split_vs_fault_vs_zap(vcpus: int = 2):
+def mmu_eager_split_vs_fault_vs_zap(vcpus: int = 2, huge_pages: int = 1):
     """Live migration on 2M-backed memory: the VMM enables dirty logging (eager split of
     the huge pages under the read lock, dropping it to allocate each table; then
     write-protection at 4K and a memslot flush), collects the log once, and disables
     logging again (huge pages recovered in place) -- while vCPUs keep writing through the
     huge mappings (the CPU sets Dirty bits), fault and fast-fault at 4K, and a range zap
-    (an MMU-notifier-like invalidation) hits the huge page or one of its 4K pages."""
+    (an MMU-notifier-like invalidation) hits the huge page or one of its 4K pages.
+    ``huge_pages`` > 1 makes the slot longer (the walks go on past the page in use)."""
     from ..mmu.mmu import kvm_get_dirty_log_protect
     kvm = kvm_create_vm()
-    slot = kvm_set_memory_region(kvm, 0, 0, 0, 512, S.PG_LEVEL_2M)
+    slot = kvm_set_memory_region(kvm, 0, 0, 0, 512 * huge_pages, S.PG_LEVEL_2M)
     for _ in range(vcpus):
         kvm_create_vcpu(kvm)
     mapped = [Completion(f"mapped{v.vcpu_id}") for v in kvm.vcpus]
