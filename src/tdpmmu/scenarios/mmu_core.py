@@ -633,17 +633,16 @@ def mmu_aging_vs_access(vcpus: int = 2, ad_bits: bool = True):
 
 @scenario("mmu-eager-split-vs-fault-vs-zap", tags=MMU, dfs_bound=1, max_steps=120_000,
           key_branches=("split-dropped-lock-to-allocate", "huge-page-recovered"))
-def mmu_eager_split_vs_fault_vs_zap(vcpus: int = 2, huge_pages: int = 1):
+def mmu_eager_split_vs_fault_vs_zap(vcpus: int = 2):
     """Live migration on 2M-backed memory: the VMM enables dirty logging (eager split of
     the huge pages under the read lock, dropping it to allocate each table; then
     write-protection at 4K and a memslot flush), collects the log once, and disables
     logging again (huge pages recovered in place) -- while vCPUs keep writing through the
     huge mappings (the CPU sets Dirty bits), fault and fast-fault at 4K, and a range zap
-    (an MMU-notifier-like invalidation) hits the huge page or one of its 4K pages.
-    ``huge_pages`` > 1 makes the slot longer (the walks go on past the page in use)."""
+    (an MMU-notifier-like invalidation) hits the huge page or one of its 4K pages."""
     from ..mmu.mmu import kvm_get_dirty_log_protect
     kvm = kvm_create_vm()
-    slot = kvm_set_memory_region(kvm, 0, 0, 0, 512 * huge_pages, S.PG_LEVEL_2M)
+    slot = kvm_set_memory_region(kvm, 0, 0, 0, 512, S.PG_LEVEL_2M)
     for _ in range(vcpus):
         kvm_create_vcpu(kvm)
     mapped = [Completion(f"mapped{v.vcpu_id}") for v in kvm.vcpus]
