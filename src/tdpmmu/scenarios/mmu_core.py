@@ -349,7 +349,8 @@ def mmu_unload_vs_root_walk():
 def mmu_both_as_vs_zap_range(vcpus: int = 2):
     """vCPUs fault in both address spaces (normal and SMM) while kvm_zap_gfn_range (an
     MTRR / APICv-inhibit style zap, with vCPUs running; again once vcpu0 is in SMM) zaps
-    the range in every root of every address space, then flushes.  (kvm_mmu_zap_all is not raced with vCPUs here:
+    the range in every root of every address space, then flushes.  (kvm_mmu_zap_all is
+    not raced with vCPUs here:
     it runs only once no vCPU can run again, and skips the flush for that reason.)"""
     kvm = build_vm(vcpus, smm=True)
     in_smm = Completion("smm_mapped")

@@ -9,8 +9,7 @@ fault path, one page per page table.
 
 from __future__ import annotations
 
-from ..mmu import READ_ACCESS, WRITE_ACCESS, guest_access, kvm_create_vcpu, kvm_create_vm
-from ..mmu import kvm_set_memory_region
+from ..mmu import READ_ACCESS, guest_access, kvm_create_vcpu, kvm_create_vm, kvm_set_memory_region
 from ..mmu import spte as S
 from ..mmu.mmu import kvm_get_dirty_log_protect, kvm_host_remap_gfn, kvm_mmu_unload
 from ..sync import Completion, mutex_lock, mutex_unlock
@@ -34,11 +33,11 @@ def mmu_large_guest_migration(tables: int = 16, hints: int = 2):
     """Live migration of a large, mostly idle guest: it has read a page in every 2 MiB of
     its memory (never written: the host backs those with its zero page, mapped
     read-only) and keeps writing a small working set; meanwhile its registers are
-    restored (KVM_SET_SREGS: the MMU context is reset, its root put).  The VMM enables dirty logging
-    (write-protection walks every page table, changing almost nothing) and collects the
-    log, while the balloon discards the idle pages the guest hints as free (mmu_notifier
-    invalidations under the write lock) and the vCPU keeps writing; then the VM is torn down (every root
-    zapped: 4K, 2M, 1G, then top-level entries)."""
+    restored (KVM_SET_SREGS: the MMU context is reset, its root put).  The VMM enables
+    dirty logging (write-protection walks every page table, changing almost nothing)
+    and collects the log, while the balloon discards the idle pages the guest hints as
+    free (mmu_notifier invalidations under the write lock) and the vCPU keeps writing;
+    then the VM is torn down (every root zapped: 4K, 2M, 1G, then top-level entries)."""
     kvm = kvm_create_vm()
     slot = kvm_set_memory_region(kvm, 0, 0, 0, tables * TABLE, S.PG_LEVEL_4K)
     v = kvm_create_vcpu(kvm)
@@ -75,5 +74,3 @@ def mmu_large_guest_migration(tables: int = 16, hints: int = 2):
 
     return run_flows(kvm, lambda _v: vcpu, vmm=vmm, balloon=balloon)
 
-
-_ = WRITE_ACCESS
