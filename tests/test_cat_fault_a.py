@@ -163,8 +163,8 @@ def sc_variant_l_faults_vs_zap(vcpus: int = 2):
     return final
 
 
-@pytest.mark.parametrize("defects", [("tdp-mmu-pages-list",), ("last-put-zaps-root",),
-                                     ("tdp-mmu-pages-list", "last-put-zaps-root")])
+@pytest.mark.parametrize("defects", [("tdp-mmu-pages-list",), ("last-put-zaps-root-v5.15",),
+                                     ("tdp-mmu-pages-list", "last-put-zaps-root-v5.15")])
 def test_design_variants_are_correct_by_themselves(defects):
     for strategy in ("random", "pct"):
         res = tdpmmu.explore(sc_variant_l_faults_vs_zap, strategy=strategy, schedules=150,

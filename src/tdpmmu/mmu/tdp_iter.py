@@ -11,6 +11,9 @@ table is never followed), else step sideways, else up and sideways.
 ``next_last_level_gfn`` advances only in ``try_step_side``: that is what the
 forward-progress guard of ``tdp_mmu_iter_cond_resched`` relies on.
 
+Every SPTE visited is one unit of work for the watchdogs (sync/watchdog.py), including
+each entry of a run of non-present entries read in one step.
+
 A SPTE pointer (``tdp_ptep_t``) is the pair (page table, index): ``iter.pt`` and
 ``iter.idx``.
 
@@ -25,6 +28,7 @@ from array import array
 import numpy as np
 
 from ..runtime.errors import KernelWarning
+from ..sync.watchdog import work
 from . import spte as S
 from .locking import requires, transparent
 
@@ -90,6 +94,7 @@ def tdp_iter_restart(iter: TdpIter) -> None:
 
     Requires: RCU (the SPTE read).
     """
+    work(1)
     iter.yielded = False
     iter.yielded_gfn = iter.next_last_level_gfn
     iter.level = iter.root_level
@@ -171,6 +176,7 @@ def tdp_iter_next(iter: TdpIter) -> None:
     if iter.yielded:
         tdp_iter_restart(iter)
         return
+    work(1)
     if try_step_down(iter):
         return
     while True:
@@ -214,6 +220,7 @@ def _skip_nonpresent_run(it: TdpIter, end: int) -> None:
     j = _run_last(it, end)
     if j - it.idx < 2:
         return                          # changed meanwhile: go on entry by entry
+    work(j - it.idx)
     it.gfn += (j - it.idx) * S.KVM_PAGES_PER_HPAGE(it.level)
     it.idx = j
     it.next_last_level_gfn = it.gfn

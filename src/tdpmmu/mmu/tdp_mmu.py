@@ -37,6 +37,7 @@ from ..sync import (GFP_ATOMIC, GFP_KERNEL, RefCount, alloc_page, call_rcu, cpu_
                     need_resched, rcu_barrier, rcu_read_lock, rcu_read_unlock, read_lock,
                     read_unlock, spin_lock, spin_unlock, write_lock, write_unlock)
 from ..sync.list import list_add, list_del, list_empty
+from ..sync.watchdog import work as watchdog_work
 from . import oracles
 from . import spte as S
 from .locking import requires, transparent
@@ -181,7 +182,10 @@ def kvm_tdp_mmu_get_root(root: KvmMmuPage) -> bool:
 
 @transparent
 def root_is_invalid(root: KvmMmuPage) -> bool:
-    """role.invalid (protected by mmu_lock)."""
+    """role.invalid (protected by mmu_lock; design R also writes it under the read lock,
+    so there the access is marked)."""
+    if _last_put_zaps():
+        return bool(root.hdr.read_once(HDR_INVALID))
     return bool(root.hdr.read(HDR_INVALID))
 
 
@@ -200,6 +204,9 @@ def kvm_tdp_mmu_put_root(kvm, root: KvmMmuPage) -> None:
     if not root.tdp_mmu_root_count.refcount_dec_and_test():
         return
     traps.cover("last-root-put")
+    if _last_put_zaps():
+        tdp_mmu_put_last_root_ref_zaps(kvm, root)      # design R (v5.13-v6.3)
+        return
     if root_lifetime_v5_17():
         tdp_mmu_put_last_root_v5_17(kvm, root)          # design variant (v5.13-v5.17)
         return
@@ -213,7 +220,7 @@ def kvm_tdp_mmu_put_root(kvm, root: KvmMmuPage) -> None:
     spin_lock(kvm.arch.tdp_mmu_pages_lock)
     kvm.arch.tdp_mmu_roots.list_del_rcu(root)
     spin_unlock(kvm.arch.tdp_mmu_pages_lock)
-    if traps.defect(LAST_PUT_ZAPS_ROOT) or traps.defect("sp-visible-before-linked"):
+    if traps.defect(LAST_PUT_ZAPS_ROOT_V5_15) or traps.defect("sp-visible-before-linked"):
         tdp_mmu_zap_root_at_last_put(kvm, root)     # design P (v5.15)
     call_rcu(tdp_mmu_free_sp_rcu_callback(root), "tdp_mmu_free_sp_rcu_callback")
 
@@ -333,9 +340,9 @@ def kvm_tdp_mmu_alloc_root(vcpu) -> None:
         spin_lock(kvm.arch.tdp_mmu_pages_lock)
         for root in kvm.arch.tdp_mmu_roots.list_for_each_entry(True, "tdp_mmu_pages_lock held"):
             if root.role == role and not root_is_invalid(root):
-                if root_lifetime_v5_17() and not kvm_tdp_mmu_get_root(root):
-                    continue                # v5.17: its last put is unlinking it
-                if root_lifetime_v5_17():
+                if root_lifetime_v5_17() or _last_put_zaps():
+                    if not kvm_tdp_mmu_get_root(root):
+                        continue        # v5.17 / design R: its last put is unlinking it
                     found = root
                     break
                 if not WARN(not kvm_tdp_mmu_get_root(root),
@@ -345,7 +352,7 @@ def kvm_tdp_mmu_alloc_root(vcpu) -> None:
         if found is None:
             found = tdp_mmu_alloc_sp(vcpu)
             tdp_mmu_init_sp(found, None, 0, role)
-            count = (1 if vcpu_held_roots() or root_lifetime_v5_17()
+            count = (1 if vcpu_held_roots() or root_lifetime_v5_17() or _last_put_zaps()
                      or traps.defect("root-freed-on-last-vcpu-put") else 2)
             found.tdp_mmu_root_count = RefCount(f"{found.spt.name}.tdp_mmu_root_count", count,
                                                 owner=found.hdr)
@@ -417,6 +424,7 @@ def handle_removed_pt(kvm, pt, shared: bool) -> None:
     base_gfn = sp.gfn
     as_id = sp.as_id
     step = S.KVM_PAGES_PER_HPAGE(level)
+    watchdog_work(S.SPTE_ENT_PER_PAGE)  # every entry is read (and frozen), never yielding
     tdp_mmu_unlink_sp(kvm, sp)
     bulk = traps.free_run() and not traps.tracing()
     if bulk and level == S.PG_LEVEL_4K:
@@ -700,7 +708,10 @@ def tdp_mmu_zap_root(kvm, root: KvmMmuPage, shared: bool) -> None:
         zap_gfn_range(kvm, root, 0, ZAP_ALL_END, True, False, shared)
         return
     rcu_read_lock()
-    for level in (S.PG_LEVEL_4K, S.PG_LEVEL_2M, S.PG_LEVEL_1G, root.role.level):
+    levels = (S.PG_LEVEL_4K, S.PG_LEVEL_2M, S.PG_LEVEL_1G, root.role.level)
+    if traps.defect("zap-root-single-pass-rcu-stall"):
+        levels = (root.role.level,)     # before v5.18: top-level entries only, in one pass
+    for level in levels:
         __tdp_mmu_zap_root(kvm, root, shared, level)
     rcu_read_unlock()
 
@@ -811,6 +822,7 @@ def _bulk_zap_leaf_table(kvm, iter: TdpIter) -> bool:
     if n:
         a[present] = np.uint64(S.SHADOW_NONPRESENT_VALUE)
         kvm_update_page_stats(kvm, S.PG_LEVEL_4K, -n)
+    watchdog_work(S.SPTE_ENT_PER_PAGE - 1 - iter.idx)
     iter.idx = S.SPTE_ENT_PER_PAGE - 1
     iter.gfn += S.SPTE_ENT_PER_PAGE - 1
     iter.next_last_level_gfn = iter.gfn
@@ -825,6 +837,12 @@ def kvm_tdp_mmu_zap_leafs(kvm, start: int, end: int, flush: bool) -> bool:
     Requires: mmu_lock held for write.
     Returns: whether the caller must flush TLBs before dropping mmu_lock.
     """
+    if traps.defect("flush-lost-across-roots-on-yield"):
+        # before a835429cda91 (v5.12): each root's walk starts with no flush pending,
+        # so a yield in a later root drops mmu_lock owing the earlier roots' flush
+        for root in for_each_valid_tdp_mmu_root_yield_safe(kvm, -1):
+            flush |= tdp_mmu_zap_leafs(kvm, root, start, end, True, False)
+        return flush
     for root in for_each_valid_tdp_mmu_root_yield_safe(kvm, -1):
         flush = tdp_mmu_zap_leafs(kvm, root, start, end, True, flush)
     return flush
@@ -910,8 +928,8 @@ def kvm_tdp_mmu_invalidate_roots(kvm, root_types: int) -> None:
     for root in kvm.arch.tdp_mmu_roots.list_for_each_entry(held, "mmu_lock held for write"):
         if not tdp_mmu_root_match(root, root_types) or root_is_invalid(root):
             continue
-        if root_lifetime_v5_17() and not kvm_tdp_mmu_get_root(root):
-            continue                    # v5.17: a reference for the zapper, if still live
+        if (root_lifetime_v5_17() or _last_put_zaps()) and not kvm_tdp_mmu_get_root(root):
+            continue                    # v5.17 / design R: a reference for the zapper
         root.hdr.write(HDR_TO_ZAP, 1)
         root.hdr.write_once(HDR_INVALID, 1)   # read locklessly: is_obsolete_root
 
@@ -1145,6 +1163,78 @@ def handle_changed_spte_acc_dirty_v5_17(kvm, old_spte: int, new_spte: int, level
         oracles.check_host_page_touch(kvm, pfn, "kvm_set_pfn_accessed")
     if old_spte & m.dirty_mask and (gone or not new_spte & m.dirty_mask):
         oracles.check_host_page_touch(kvm, pfn, "kvm_set_pfn_dirty")
+
+
+# -- design variant R (v5.13-v6.3): roots hold no reference of the TDP MMU's own ------
+
+#: the named design variant (selected like a defect: ``--defect last-put-zaps-root``)
+LAST_PUT_ZAPS_ROOT = "last-put-zaps-root"
+
+
+def _last_put_zaps() -> bool:
+    """Design R is on (its catalogue defect implies it)."""
+    return traps.defect(LAST_PUT_ZAPS_ROOT) or traps.defect("put-root-zap-cannot-yield")
+
+
+@requires("either", taken=("tdp_mmu_pages_lock", "rcu"), yields=True,
+          kernel="tdp_mmu.c (R, v5.13-v6.3)")
+def tdp_mmu_put_last_root_ref_zaps(kvm, root: KvmMmuPage) -> None:
+    """Design R's last put: before edbdb43fc96b (v6.4) a root started with the vCPU's
+    reference only, so the last vCPU to drop it dropped it while it was still valid and
+    mapped, and the put itself had to zap it.
+
+    Requires: mmu_lock held, either mode (every caller of put_root holds it in R); the
+    zap runs in that mode.
+    Why: 8351779ce65f (v5.18): a valid root is marked invalid and given one reference
+    back, so it stays listed -- reachable by mmu_notifiers -- while it is zapped *with*
+    yielding; the put after the zap is the real last one.  Before it (v5.13-v5.17) the
+    root was unlinked first and then zapped with can_yield = false: an unlinked root is
+    invisible to mmu_notifiers, so that zap must not drop mmu_lock (catalogue
+    put-root-zap-cannot-yield).
+    Returns: nothing.  No TLB flush (the vCPUs that used it loaded another root).
+    """
+    shared = not lockdep_is_held_type(kvm.mmu_lock, "write")
+    if traps.defect("put-root-zap-cannot-yield"):
+        spin_lock(kvm.arch.tdp_mmu_pages_lock)
+        kvm.arch.tdp_mmu_roots.list_del_rcu(root)
+        spin_unlock(kvm.arch.tdp_mmu_pages_lock)
+        tdp_mmu_zap_root_cannot_yield(kvm, root, shared)
+        call_rcu(tdp_mmu_free_sp_rcu_callback(root), "tdp_mmu_free_sp_rcu_callback")
+        return
+    if not root_is_invalid(root):
+        # written under the read lock too (a yield-safe walker's put may be the last):
+        # in R every access to role.invalid is marked (see root_is_invalid)
+        root.hdr.write_once(HDR_INVALID, 1)
+        root.tdp_mmu_root_count.refcount_set(1)
+        traps.cover("last-put-zapped-valid-root")
+        tdp_mmu_zap_root(kvm, root, shared)
+        kvm_tdp_mmu_put_root(kvm, root)
+        return
+    spin_lock(kvm.arch.tdp_mmu_pages_lock)
+    kvm.arch.tdp_mmu_roots.list_del_rcu(root)
+    spin_unlock(kvm.arch.tdp_mmu_pages_lock)
+    call_rcu(tdp_mmu_free_sp_rcu_callback(root), "tdp_mmu_free_sp_rcu_callback")
+
+
+@requires("shared", taken=("rcu",), kernel="tdp_mmu.c (v5.13-v5.17)")
+def tdp_mmu_zap_root_cannot_yield(kvm, root: KvmMmuPage, shared: bool) -> None:
+    """v5.13-v5.17 put_root's ``zap_gfn_range(kvm, root, 0, -1ull, false, false, shared)``:
+    every present top-level entry zapped, its subtree torn down by handle_removed_pt,
+    never yielding.
+
+    Requires: mmu_lock per ``shared``; takes RCU.
+    """
+    rcu_read_lock()
+    for iter in for_each_tdp_pte_min_level_all(kvm, root, root.role.level):
+        while True:                                     # "retry:"
+            if not S.is_shadow_present_pte(iter.old_spte):
+                break
+            if not shared:
+                tdp_mmu_iter_set_spte(kvm, iter, S.SHADOW_NONPRESENT_VALUE)
+                break
+            if tdp_mmu_set_spte_atomic(kvm, iter, S.SHADOW_NONPRESENT_VALUE):
+                break
+    rcu_read_unlock()
 
 
 @requires("write", yields=True)
@@ -1556,6 +1646,10 @@ def wrprot_gfn_range(kvm, root, start: int, end: int, min_level: int) -> bool:
         raise KernelWarning("BUG_ON in wrprot_gfn_range: min_level above 1G")
     spte_set = False
     bulk = traps.free_run() and not traps.tracing()
+    # v5.11 (catalogue yield-only-after-spte-change): the resched check came after the
+    # change, so entries that need none (not present, not leaves, already read-only)
+    # were skipped without one
+    late = traps.defect("yield-only-after-spte-change")
     rcu_read_lock()
     for iter in for_each_tdp_pte_min_level(kvm, root, min_level, start, end):
         if (bulk and iter.level == S.PG_LEVEL_4K and iter.idx == 0 and iter.gfn >= start
@@ -1563,7 +1657,7 @@ def wrprot_gfn_range(kvm, root, start: int, end: int, min_level: int) -> bool:
             spte_set |= _bulk_clear_leaf_bits(kvm, iter, S.PT_WRITABLE_MASK, None)
             continue
         while True:                                     # "retry:"
-            if tdp_mmu_iter_cond_resched(kvm, iter, False, True):
+            if not late and tdp_mmu_iter_cond_resched(kvm, iter, False, True):
                 break
             old = iter.old_spte
             if (not S.is_shadow_present_pte(old) or not S.is_last_spte(old, iter.level)
@@ -1571,6 +1665,8 @@ def wrprot_gfn_range(kvm, root, start: int, end: int, min_level: int) -> bool:
                 break
             if tdp_mmu_set_spte_atomic(kvm, iter, old & ~S.PT_WRITABLE_MASK):
                 spte_set = True
+                if late:
+                    tdp_mmu_iter_cond_resched(kvm, iter, False, True)
                 break
     rcu_read_unlock()
     return spte_set
@@ -1696,6 +1792,7 @@ def _bulk_clear_leaf_bits(kvm, iter: TdpIter, bits: int, idxs) -> bool:
         last = int(idxs[-1])
     if sel.size:
         a[sel] &= ~b
+    watchdog_work(last - iter.idx)
     iter.gfn += last - iter.idx
     iter.idx = last
     iter.next_last_level_gfn = iter.gfn
@@ -2076,8 +2173,8 @@ def tdp_mmu_pages_list_del(kvm, sp: KvmMmuPage) -> None:
 
 # -- design variant P (v5.15 and before): the last root put zaps the root ----------------
 
-#: the named design variant (selected like a defect: ``--defect last-put-zaps-root``)
-LAST_PUT_ZAPS_ROOT = "last-put-zaps-root"
+#: the named design variant (selected like a defect: ``--defect last-put-zaps-root-v5.15``)
+LAST_PUT_ZAPS_ROOT_V5_15 = "last-put-zaps-root-v5.15"
 
 
 @requires("either", taken=("rcu",), kernel="tdp_mmu.c (P, v5.15)")

@@ -170,6 +170,20 @@ class Livelock(Violation):
     summary = "the execution exceeded its step bound (tasks keep running without finishing)"
 
 
+class Stall(Violation):
+    """The watchdogs (sync/watchdog.py): work that is never broken by a scheduling point."""
+
+    summary = "a task worked too long without a scheduling point (watchdog)"
+
+
+class SoftLockup(Stall):
+    summary = "soft lockup: too much work without a scheduling point while others spin on a held lock"
+
+
+class RcuStall(Stall):
+    summary = "RCU CPU stall: too much work inside one RCU read-side section while a grace period waits"
+
+
 # -- errors about the tool ---------------------------------------------------------
 
 class TdpmmuError(Exception):

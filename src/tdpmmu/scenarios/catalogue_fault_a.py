@@ -47,7 +47,7 @@ register_defect(
     source="design variant")
 
 register_defect(
-    "last-put-zaps-root", "design P (v5.15): the last root put zaps the root",
+    "last-put-zaps-root-v5.15", "design P (v5.15): the last root put zaps the root",
     "none", ["mmu-faults-vs-zap-all-fast", "mmu-smm-teardown"],
     "kvm_tdp_mmu_put_root zaps the whole root (no yield, mmu_lock in the caller's mode) "
     "when the last reference goes, before freeing it after a grace period.  A correct "

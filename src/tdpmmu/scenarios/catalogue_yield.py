@@ -1,5 +1,93 @@
-"""Catalogue defects (shared/reference/bugs.md), group yield: see catalogue.py."""
+"""Catalogue defects (shared/reference/bugs.md), group yield: see catalogue.py.
+
+A2 (the iterator and yielding) and A3 (a flush lost across roots); Part B's
+flush-after-rcu-unlock is out of scope (see OUT_OF_SCOPE).  The A2 entries are found by the watchdogs (sync/watchdog.py)
+on the long walks of mmu-large-guest-migration (mmu_yield.py).
+"""
 
 from __future__ import annotations
 
-from .registry import register_catalogue_defect  # noqa: F401
+from .registry import register_catalogue_defect, register_defect
+
+#: catalogue id -> why the model does not re-introduce it
+OUT_OF_SCOPE: dict[str, str] = {
+    "flush-after-rcu-unlock": (
+        "The only N path that frees a page table with a TLB flush still pending at a yield "
+        "is in-place huge-page recovery (recover_huge_pages_range passes flush=true to "
+        "tdp_mmu_iter_cond_resched); the range zaps that did so in 2021 now zap leaves "
+        "only.  The model's hardware walker has no paging-structure caches: the stale "
+        "pointer exists only while a vCPU's walk is between reading the parent entry and "
+        "reading the table, so the use-after-free needs that walk, the recovery, a yield "
+        "right after it with RCU left first, and a whole grace period plus its callback, "
+        "all inside that one gap.  The re-introduced defect (rcu_read_unlock before "
+        "kvm_flush_remote_tlbs) was not found in 300 PCT + 300 random schedules of "
+        "mmu-eager-split-vs-fault-vs-zap even with a two-huge-page slot (the recovery "
+        "itself is rarely reached there); a scenario that forces it would exist only for "
+        "this bug, and a faithful one needs paging-structure caches in mmu/hw.py "
+        "(a cached upper-level entry kept until the vCPU's next flush)."),
+}
+
+
+# -- A2. the iterator and yielding ---------------------------------------------------
+
+register_defect("last-put-zaps-root",
+                "design R (v5.13-v6.3): roots hold no TDP MMU reference; the last put zaps",
+                "none", ["mmu-large-guest-migration", "mmu-faults-vs-zap-all-fast",
+                         "mmu-smm-teardown"],
+                "A new root starts with the vCPU's reference only (refcount 1); "
+                "invalidation takes the reference it hands to the zapper; the last put of "
+                "a still-valid root marks it invalid, keeps it listed with one reference, "
+                "zaps it with yielding and puts it (8351779ce65f).  A correct design: "
+                "explore it to compare with N.", source="design variant")
+
+register_catalogue_defect(
+    "yield-only-after-spte-change",
+    "write-protection checks for a resched only after changing an SPTE",
+    "SoftLockup", ["mmu-large-guest-migration"],
+    fix='1af4a96025b3 "KVM: x86/mmu: Yield in TDU MMU iter even if no SPTES changed" '
+        '(Ben Gardon, Feb 2021, v5.12)',
+    description="wrprot_gfn_range calls tdp_mmu_iter_cond_resched only after it cleared W "
+                "on an SPTE (v5.11): enabling dirty logging on a large, mostly read-only "
+                "guest walks page table after page table without a scheduling point while "
+                "the host's mmu_notifier invalidation (and the vCPU behind it) spins on "
+                "mmu_lock.")
+
+register_catalogue_defect(
+    "zap-root-single-pass-rcu-stall",
+    "a root is zapped in one pass over its top-level entries",
+    "RcuStall", ["mmu-large-guest-migration"],
+    fix='1b6043e8e584 "KVM: x86/mmu: Zap roots in two passes to avoid inducing RCU stalls" '
+        '(Sean Christopherson, Mar 2022, v5.18)',
+    description="tdp_mmu_zap_root runs __tdp_mmu_zap_root at the root's level only: zapping "
+                "one top-level entry tears down its whole subtree in handle_removed_pt, "
+                "inside one RCU read-side section with no chance to yield, while the "
+                "grace period for the tables already freed waits (the VM teardown of "
+                "a large guest).")
+
+register_catalogue_defect(
+    "put-root-zap-cannot-yield",
+    "the last put of a valid root unlinks it and zaps it without yielding",
+    "SoftLockup", ["mmu-large-guest-migration"],
+    fix='8351779ce65f "KVM: x86/mmu: Allow yielding when zapping GFNs for defunct TDP MMU '
+        'root" (Paolo Bonzini, Sean Christopherson, Mar 2022, v5.18)',
+    description="On design R (last-put-zaps-root: roots hold only the vCPUs' references, "
+                "v5.13-v6.3) kvm_tdp_mmu_put_root unlinks the root and then zaps all of it "
+                "with can_yield = false (v5.13-v5.17): KVM_SET_SREGS on the only vCPU of a "
+                "large guest zaps its whole root in one go while the host's mmu_notifier "
+                "spins on mmu_lock.")
+
+
+# -- A3. TLB flushing ----------------------------------------------------------------
+
+register_catalogue_defect(
+    "flush-lost-across-roots-on-yield",
+    "a range zap's yield in a later root forgets the flush owed for earlier roots",
+    "TlbIncoherence", ["mmu-both-as-vs-zap-range"],
+    fix='a835429cda91 "KVM: x86/mmu: Ensure TLBs are flushed when yielding during GFN range '
+        'zap" (Sean Christopherson, Mar 2021, v5.12)',
+    description="kvm_tdp_mmu_zap_leafs passes flush = false into each root's "
+                "tdp_mmu_zap_leafs and ORs the results: after zapping a page in the SMM "
+                "root, the walk of the normal root yields before zapping anything of its "
+                "own, drops mmu_lock without flushing, and a vCPU keeps using the zapped "
+                "translation from its TLB.  (cond-resched-skips-flush is the model's "
+                "negative control of the same flush-before-yield rule within one root.)")

@@ -359,20 +359,30 @@ def mmu_unload_vs_root_walk():
           key_branches=("fault-retry",))
 def mmu_both_as_vs_zap_range(vcpus: int = 2):
     """vCPUs fault in both address spaces (normal and SMM) while kvm_zap_gfn_range (an
-    MTRR / APICv-inhibit style zap, with vCPUs running) zaps the range in every root of
-    every address space, then flushes.  (kvm_mmu_zap_all is not raced with vCPUs here:
+    MTRR / APICv-inhibit style zap, with vCPUs running; again once vcpu0 is in SMM) zaps
+    the range in every root of every address space, then flushes.  (kvm_mmu_zap_all is
+    not raced with vCPUs here:
     it runs only once no vCPU can run again, and skips the flush for that reason.)"""
     kvm = build_vm(vcpus, smm=True)
+    in_smm = Completion("smm_mapped")
 
     def vcpu_body(v):
         def run():
             guest_access(v, 0x1000 * (v.vcpu_id + 1), WRITE_ACCESS)
             kvm_smm_transition(v, True)
             guest_access(v, 0x1000 * (v.vcpu_id + 3), WRITE_ACCESS)
+            if v.vcpu_id == 0:
+                in_smm.complete_all()
+            guest_access(v, 0x1000 * (v.vcpu_id + 3), READ_ACCESS)    # from its TLB
             guest_access(v, 0x1000 * (v.vcpu_id + 1), READ_ACCESS)
         return run
 
-    return run_flows(kvm, vcpu_body, zapper=lambda: kvm_zap_gfn_range(kvm, 0, 1024))
+    def zapper():
+        kvm_zap_gfn_range(kvm, 0, 1024)
+        in_smm.wait_for_completion()            # another MTRR update, once vcpu0 is in SMM
+        kvm_zap_gfn_range(kvm, 0, 1024)
+
+    return run_flows(kvm, vcpu_body, zapper=zapper)
 
 
 @scenario("mmu-two-zappers", tags=MMU, dfs_bound=1, max_steps=60_000,

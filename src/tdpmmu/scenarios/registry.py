@@ -19,7 +19,8 @@ exercise it and which violation class finding it must produce.
 
 Parameters whose names start with ``_`` are runtime knobs, not scenario arguments:
 ``_lockdep`` and ``_race_detection`` (booleans, default true) switch checkers off to
-show what another checker sees.
+show what another checker sees; ``_softlockup_thresh`` and ``_rcu_stall_thresh``
+(work units) set the watchdogs' thresholds (sync/watchdog.py).
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from dataclasses import dataclass, field
 
 from ..runtime.errors import UsageError
 
-RUNTIME_KNOBS = {"_lockdep": True, "_race_detection": True}
+RUNTIME_KNOBS = {"_lockdep": True, "_race_detection": True,
+                 "_softlockup_thresh": 2048, "_rcu_stall_thresh": 4096}
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from .rcu import (SrcuStruct, call_rcu, rcu_assign_pointer, rcu_barrier,  # noqa
                   srcu_read_unlock, synchronize_rcu, synchronize_srcu)
 from .refcount import (RefCount, refcount_add, refcount_dec, refcount_dec_and_test,  # noqa: F401
                        refcount_inc, refcount_inc_not_zero, refcount_read, refcount_set)
+from .watchdog import resched_point, work  # noqa: F401
 from .wait import Completion, WaitQueue, complete, wait_event, wait_for_completion, wake_up  # noqa: F401
 from ..runtime.traps import (choose, current_task, defect, join, spawn)  # noqa: F401
 from .locks import RwSemaphore, down_read, down_write, up_read, up_write  # noqa: F401,E402

@@ -27,7 +27,8 @@ class HeldLock:
 
 
 class TaskSync:
-    __slots__ = ("held", "rcu_nesting", "rcu_section", "srcu", "vc", "name", "id")
+    __slots__ = ("held", "rcu_nesting", "rcu_section", "srcu", "vc", "name", "id", "work",
+                 "rcu_work")
 
     def __init__(self, task):
         self.id = task.id
@@ -42,6 +43,10 @@ class TaskSync:
         #: Vector clock, indexed by task id + 1 (index 0 is "main").
         self.vc: list[int] = [0] * (task.id + 2)
         self.vc[task.id + 1] = 1
+        #: watchdog (watchdog.py): work since the last scheduling opportunity, and
+        #: inside the current RCU read-side section
+        self.work = 0
+        self.rcu_work = 0
 
 
 def tstate(task=None) -> TaskSync:

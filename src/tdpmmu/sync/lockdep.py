@@ -251,6 +251,7 @@ def might_sleep(what: str, except_lock=None) -> None:
     cond_resched_rwlock_read/_write, which allow only that lock to be held).
     """
     ts = cur_state()
+    ts.work = ts.rcu_work = 0           # a scheduling opportunity (watchdog.py)
     bad = [h for h in ts.held if not h.lock.sleeping and h.lock is not except_lock]
     if not bad and not ts.rcu_nesting:
         return

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from ..runtime import ops, traps
 from ..runtime.ops import ACQUIRE, RELEASE, YIELD
-from . import lockdep
+from . import lockdep, watchdog
 from .race import SyncClock
 
 _CPU_RELAX = (YIELD, None, "cpu_relax", None)
@@ -222,7 +222,9 @@ class RwLock(_Lock):
         self._wake_all()
 
     def rwlock_needbreak(self) -> bool:
-        """Someone is queued on the lock (rwlock_is_contended)."""
+        """Someone is queued on the lock (rwlock_is_contended).  Callers pair it with
+        need_resched(): the pair is a scheduling opportunity (the watchdogs')."""
+        watchdog.resched_point()
         return bool(self.waiters)
 
     def cond_resched_rwlock_read(self) -> bool:
@@ -253,7 +255,9 @@ class RwLock(_Lock):
 
 def need_resched() -> bool:
     """Whether the scheduler wants the CPU back: a strategy choice, made only when some
-    other task could run (a non-zero answer counts as a preemption for bounded DFS)."""
+    other task could run (a non-zero answer counts as a preemption for bounded DFS).
+    Asking is a scheduling opportunity (the watchdogs')."""
+    watchdog.resched_point()
     if not traps.other_runnable():
         return False
     return traps.choose(2, "need_resched", preemptive=True) == 1

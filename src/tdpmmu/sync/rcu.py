@@ -32,7 +32,7 @@ from ..runtime import traps
 from ..runtime.errors import RcuBadNesting, RcuGracePeriodInReader, RcuUnprotectedDereference
 from ..runtime.ops import SYNC
 from . import lockdep
-from ._state import cur_state
+from ._state import cur_state, tstate
 from .race import SyncClock
 
 
@@ -48,6 +48,8 @@ class _Readers:
         self.active: dict = {}
         self.next_id = 1
         self.waiters: list = []
+        #: waiter -> the snapshot it waits for (the RCU stall detector asks who waits)
+        self.waiting: dict = {}
         #: every finished section releases into it; grace-period ends acquire it
         self.clock = SyncClock()
 
@@ -75,9 +77,23 @@ class _Readers:
             left = [t.name for t, sid in snap.items() if self.active.get(t) == sid]
             if not left:
                 break
-            self.waiters.append(traps.current_task())
+            me = traps.current_task()
+            if me not in self.waiting:
+                _stall_clock_starts(self, snap)
+            self.waiters.append(me)
+            self.waiting[me] = snap
             traps.block(f"{what}: waiting for readers {', '.join(left)}")
+            self.waiting.pop(me, None)
         self.clock.acquire()
+
+
+def _stall_clock_starts(readers: _Readers, snap: dict) -> None:
+    """A grace period starts waiting for the readers of ``snap``: for those no earlier
+    grace period waits for, the RCU stall detector's count starts now (watchdog.py; the
+    kernel's stall timeout runs from the start of the grace period)."""
+    for t, sid in snap.items():
+        if not any(s.get(t) == sid for s in readers.waiting.values()):
+            tstate(t).rcu_work = 0
 
 
 class RcuState:
@@ -117,6 +133,7 @@ def rcu_read_lock() -> None:
     ts.rcu_nesting += 1
     if ts.rcu_nesting == 1:
         ts.rcu_section = st.readers.enter(traps.current_task())
+        ts.rcu_work = 0                 # the RCU stall detector's count (watchdog.py)
 
 
 def rcu_read_unlock() -> None:
