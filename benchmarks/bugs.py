@@ -79,8 +79,10 @@ def check_seconds(defect_name: str, jobs: int) -> dict:
 
 
 def summarise(d, runs: list[dict], check: dict | None) -> dict:
-    row = {"defect": d.name, "expected": d.expected, "scenario": d.scenarios[0],
-           "check": check}
+    params = ", ".join(f"{k}={v}" for k, v in d.params.items()
+                       if k in get_scenario(d.scenarios[0]).params)
+    row = {"defect": d.name, "expected": d.expected, "fix": d.fix,
+           "scenario": d.scenarios[0] + (f" ({params})" if params else ""), "check": check}
     best = None
     for st in STRATEGIES:
         rs = [r for r in runs if r["strategy"] == st]
@@ -156,14 +158,16 @@ def main(argv=None) -> None:
     if a.json:
         print(json.dumps({"rows": rows, "summary": summary, "runs": runs}, indent=2))
         return
-    head = ["defect", "class", "scenario"] + [s for s in STRATEGIES if s in strategies]
+    head = ["defect", "kernel fix", "class", "scenario"]
+    head += [s for s in STRATEGIES if s in strategies]
     head += ["check (s)", "timeslice / best"]
     lines = []
     if a.markdown:
         lines.append("| " + " | ".join(head) + " |")
         lines.append("|" + "---|" * len(head))
     for r in rows:
-        cells = [r["defect"], r["expected"], r["scenario"]]
+        fix = r["fix"] if len(r["fix"]) <= 72 else r["fix"][:69].rstrip() + "..."
+        cells = [r["defect"], fix.replace("|", "/"), r["expected"], r["scenario"]]
         cells += [fmt_cell(r.get(s)) for s in STRATEGIES if s in strategies]
         ck = r["check"]
         cells.append("-" if ck is None else (f"{ck['seconds']:.1f}" + (
