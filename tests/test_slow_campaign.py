@@ -1,5 +1,8 @@
 """Slow tier: the correct model survives >= 100,000 schedules across every default
-scenario with zero violations (and its racy branches are reached)."""
+scenario with zero violations (and its racy branches are reached).
+
+The per-scenario budgets keep the tier within CI's time (28 ``mmu-*`` flows at ~4 ms an
+execution); the million-schedule campaign recorded in the README is the full evidence."""
 
 from __future__ import annotations
 
@@ -8,8 +11,8 @@ import pytest
 from tdpmmu.explore.campaign import Job, run_campaign
 from tdpmmu.scenarios import default_scenarios
 
-MMU_PER_STRATEGY = 3_500
-SYNC_PER_STRATEGY = 1_500
+MMU_PER_STRATEGY = 1_200
+SYNC_PER_STRATEGY = 3_000
 
 
 @pytest.mark.slow
