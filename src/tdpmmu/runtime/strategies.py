@@ -192,7 +192,9 @@ class DFS(Strategy):
     continues with the default choice (keep running the current task; after a yield,
     the next task in id order), pushing a frame at every real decision.  A yielding
     task is not re-chosen while another task can run (CHESS's fairness rule), so spin
-    loops cannot make the search infinite.
+    loops cannot make the search infinite; passing over the next task at a yield (an
+    unfair choice) costs one unit of the bound like a preemption, so two spinners cannot
+    starve the task they wait for within the bound.
 
     :attr:`exhausted` becomes true when every schedule within the bound has been run:
     only then may a caller claim "all schedules within bound k explored".  Data
@@ -270,8 +272,11 @@ class DFS(Strategy):
         else:
             default = ids[0]
         options = tuple([default] + [i for i in ids if i != default])
-        preemptive = cur_runnable and not yielding
-        costs = tuple(0 if (o == default or not preemptive) else 1 for o in options)
+        # a deviation from the default costs one unit of the bound: a preemption, or at a
+        # yield an unfair choice (passing over the next task in order) -- free unfair
+        # choices let two spinners hand the CPU to each other forever and starve the task
+        # they wait for (CHESS's fairness; a bounded search must not report that livelock)
+        costs = tuple(0 if (o == default or not cur_runnable) else 1 for o in options)
         chosen = self._frame(options, costs, True)
         for t in runnable:
             if t.id == chosen:
