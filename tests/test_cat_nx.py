@@ -26,7 +26,7 @@ def smm_vm(kvm, *, log_normal: bool = False, log_smm: bool = False, vram: bool =
     smm = add_slot(kvm, 1, 0, 0x400, S.PG_LEVEL_2M, KVM_MEM_LOG_DIRTY_PAGES if log_smm else 0)
     for slot in kvm.memslots[0] + kvm.memslots[1]:
         if slot.dirty_logging():
-            slot.dirty_bitmap, slot.logging_active = set(), True
+            slot.dirty_bitmap, slot.logging_active = slot.alloc_dirty_bitmap(), True
     v = vcpu(kvm)
     kvm_smm_transition(v, True)
     guest_access(v, 0x210 << 12, EXEC_ACCESS)       # a possible NX huge page at gfn 0x200

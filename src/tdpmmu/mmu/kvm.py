@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from ..sync import Mutex, RcuWait, RwLock, RwSemaphore, SpinLock, SrcuStruct, Words
 from ..sync.list import ListHead
 from ..sync.rculist import RcuList
@@ -77,6 +79,104 @@ class KvmVcpuStat:
     pf_mmio_spte_created: int = 0
 
 
+class DirtyBitmap:
+    """A memslot's dirty bitmap (``memslot->dirty_bitmap``): one bit per page of the
+    slot, indexed by the page's offset in the slot, kept as one byte per page so that a
+    harvest is a vectorised operation (``mask``) and ``set_bit`` a plain store.
+
+    Behaves as the set of dirty gfns for everything else: ``add``/``discard``, ``in``,
+    ``len``, iteration in gfn order, ``==`` against a set, ``difference_update``.  A
+    MOVE keeps the bits, rebased (``rebased``), as kvm_prepare_memory_region keeps
+    ``old->dirty_bitmap``."""
+
+    __slots__ = ("base_gfn", "npages", "bits")
+    __hash__ = None
+
+    def __init__(self, base_gfn: int, npages: int, all_set: bool = False):
+        self.base_gfn = base_gfn
+        self.npages = npages
+        self.bits = bytearray(b"\x01" * npages if all_set else npages)
+
+    @classmethod
+    def from_gfns(cls, base_gfn: int, npages: int, gfns) -> DirtyBitmap:
+        """The bitmap with exactly ``gfns`` set (a DirtyBitmap, or an iterable of gfns of
+        the slot)."""
+        bm = cls(base_gfn, npages)
+        if isinstance(gfns, DirtyBitmap):
+            bm.mask[:] = gfns.mask_for(base_gfn, npages)
+        else:
+            offs = np.fromiter(gfns, dtype=np.int64) - base_gfn
+            offs = offs[(offs >= 0) & (offs < npages)]
+            bm.mask[offs] = True
+        return bm
+
+    @property
+    def mask(self) -> np.ndarray:
+        """A writable bool view of the bits (no copy)."""
+        return np.frombuffer(self.bits, dtype=np.bool_)
+
+    def mask_for(self, base_gfn: int, npages: int) -> np.ndarray:
+        """These bits as a bool array over the pages [base_gfn, base_gfn + npages)."""
+        if base_gfn == self.base_gfn and npages == self.npages:
+            return self.mask
+        out = np.zeros(npages, dtype=np.bool_)
+        lo, hi = max(base_gfn, self.base_gfn), min(base_gfn + npages, self.base_gfn + self.npages)
+        if lo < hi:
+            out[lo - base_gfn:hi - base_gfn] = self.mask[lo - self.base_gfn:hi - self.base_gfn]
+        return out
+
+    def copy(self) -> DirtyBitmap:
+        bm = DirtyBitmap.__new__(DirtyBitmap)
+        bm.base_gfn, bm.npages, bm.bits = self.base_gfn, self.npages, bytearray(self.bits)
+        return bm
+
+    def rebased(self, base_gfn: int) -> DirtyBitmap:
+        bm = self.copy()
+        bm.base_gfn = base_gfn
+        return bm
+
+    def add(self, gfn: int) -> None:
+        """set_bit (atomic: it commutes with every other set_bit)."""
+        self.bits[gfn - self.base_gfn] = 1
+
+    def discard(self, gfn: int) -> None:
+        if self.base_gfn <= gfn < self.base_gfn + self.npages:
+            self.bits[gfn - self.base_gfn] = 0
+
+    def difference_update(self, gfns) -> None:
+        other = gfns if isinstance(gfns, DirtyBitmap) else DirtyBitmap.from_gfns(
+            self.base_gfn, self.npages, gfns)
+        self.mask[other.mask_for(self.base_gfn, self.npages)] = False
+
+    def gfns(self) -> np.ndarray:
+        """The set gfns, ascending (int64)."""
+        return np.flatnonzero(self.mask) + self.base_gfn
+
+    def __contains__(self, gfn) -> bool:
+        i = gfn - self.base_gfn
+        return 0 <= i < self.npages and self.bits[i] != 0
+
+    def __len__(self) -> int:
+        return int(np.count_nonzero(self.mask))
+
+    def __bool__(self) -> bool:
+        return self.bits.find(1) >= 0
+
+    def __iter__(self):
+        return iter(self.gfns().tolist())
+
+    def __eq__(self, other) -> bool:
+        if isinstance(other, DirtyBitmap):
+            return (self.base_gfn, self.npages) == (other.base_gfn, other.npages) and self.bits == other.bits
+        if isinstance(other, (set, frozenset)):
+            return len(other) == len(self) and all(g in self for g in other)
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        g = self.gfns().tolist()
+        return f"DirtyBitmap({g[:16]}{'...' if len(g) > 16 else ''})"
+
+
 @dataclass
 class KvmMemorySlot:
     """struct kvm_memory_slot (what the TDP MMU needs).  ``name`` is for traces."""
@@ -92,10 +192,11 @@ class KvmMemorySlot:
     flags: int = 0
     #: host pages the host moved (migration, KSM...): gfn -> new host pfn
     remapped: dict = field(default_factory=dict)
-    #: the dirty bitmap while logging (a set of gfns), else None
-    dirty_bitmap: set | None = None
-    #: dirty-log completeness oracle: completed guest writes not yet covered by a harvest
-    dirty_writes: list = field(default_factory=list)
+    #: the dirty bitmap while logging, else None
+    dirty_bitmap: DirtyBitmap | None = None
+    #: dirty-log completeness oracle (oracles.DirtyWriteLog): completed guest writes not
+    #: yet covered by a harvest; created on the first logged write
+    dirty_writes: object = None
     #: set once enabling dirty logging has returned (writes before it need not be logged)
     logging_active: bool = False
 
@@ -111,6 +212,10 @@ class KvmMemorySlot:
         kvm_host_remap_gfn)."""
         pfn = self.remapped.get(gfn) if self.remapped else None
         return pfn if pfn is not None else self.host_pfn + (gfn - self.base_gfn)
+
+    def alloc_dirty_bitmap(self, all_set: bool = False) -> DirtyBitmap:
+        """kvm_alloc_dirty_bitmap (all ones with KVM_DIRTY_LOG_INITIALLY_SET)."""
+        return DirtyBitmap(self.base_gfn, self.npages, all_set)
 
     def dirty_logging(self) -> bool:
         return bool(self.flags & KVM_MEM_LOG_DIRTY_PAGES)

@@ -26,7 +26,7 @@ from ..sync.vhost_task import (call_once, vhost_task_create, vhost_task_start, v
 from ..sync import LockdepMap, down_read, down_write, lock_map_acquire, lock_map_release, up_read, up_write
 from . import oracles
 from . import spte as S
-from .kvm import (HOST_PFN_ALIGN, HOST_PFN_BASE, KVM_REQ_MMU_FREE_OBSOLETE_ROOTS,
+from .kvm import (DirtyBitmap, HOST_PFN_ALIGN, HOST_PFN_BASE, KVM_REQ_MMU_FREE_OBSOLETE_ROOTS,
                   KVM_REQ_TLB_FLUSH, Kvm, KvmMemorySlot, KvmVcpu)
 from .locking import requires, transparent
 from .mmu_internal import (HDR_INVALID, HDR_NX, KVM_DIRECT_ROOTS, PFERR_FETCH_MASK, PFERR_PRESENT_MASK,
@@ -34,7 +34,7 @@ from .mmu_internal import (HDR_INVALID, HDR_NX, KVM_DIRECT_ROOTS, PFERR_FETCH_MA
                            PFERR_USER_MASK, PFERR_WRITE_MASK, RET_PF_CONTINUE, RET_PF_EMULATE,
                            RET_PF_FIXED, RET_PF_INVALID, RET_PF_RETRY, RET_PF_SPURIOUS,
                            RET_PF_WRITE_PROTECTED, KvmPageFault)
-from .tdp_mmu import (FAULT_UNDER_WRITE_LOCK, kvm_tdp_mmu_clear_dirty_pt_masked,
+from .tdp_mmu import (FAULT_UNDER_WRITE_LOCK, kvm_tdp_mmu_clear_dirty_bitmap_bulk, kvm_tdp_mmu_clear_dirty_pt_masked,
                       kvm_tdp_mmu_clear_dirty_slot,
                       kvm_tdp_mmu_fast_pf_get_last_sptep, kvm_tdp_mmu_wrprot_slot,
                       kvm_tdp_mmu_write_protect_gfn, WARN, _alloc_sp, kvm_tdp_mmu_map_write_locked, kvm_tdp_mmu_zap_possible_nx_huge_page,
@@ -116,7 +116,7 @@ def kvm_create_memslot(kvm: Kvm, as_id: int, slot_id: int, base_gfn: int, npages
     slot = _new_memslot(kvm, as_id, slot_id, base_gfn, npages, backing_level, flags)
     from .kvm import KVM_MEM_LOG_DIRTY_PAGES
     if flags & KVM_MEM_LOG_DIRTY_PAGES:
-        slot.dirty_bitmap = set()
+        slot.dirty_bitmap = slot.alloc_dirty_bitmap()
         slot.logging_active = True
     _publish_memslots(kvm, as_id, kvm.memslots[as_id] + [slot])
     kvm.srcu.synchronize_srcu()
@@ -222,8 +222,10 @@ def kvm_move_memslot(kvm: Kvm, slot, new_base_gfn: int) -> KvmMemorySlot:
     """
     from dataclasses import replace
     invalid = kvm_invalidate_memslot(kvm, slot)
-    moved = replace(slot, base_gfn=new_base_gfn, remapped=dict(slot.remapped),
-                    dirty_writes=[])
+    # the bitmap moves with the slot (its bits are page offsets in the slot)
+    moved = replace(slot, base_gfn=new_base_gfn, remapped=dict(slot.remapped), dirty_writes=None,
+                    dirty_bitmap=None if slot.dirty_bitmap is None
+                    else slot.dirty_bitmap.rebased(new_base_gfn))
     _publish_memslots(kvm, slot.as_id, [moved if s is invalid else s
                                         for s in kvm.memslots[slot.as_id]])
     kvm.srcu.synchronize_srcu()
@@ -1428,15 +1430,13 @@ def kvm_set_memslot_dirty_logging(kvm: Kvm, slot, enable: bool) -> None:
     if enable == bool(old_flags & KVM_MEM_LOG_DIRTY_PAGES):
         return
     if enable:
-        bitmap = set()
-        if kvm_dirty_log_manual_protect_and_init_set(kvm):
-            bitmap = set(range(slot.base_gfn, slot.base_gfn + slot.npages))
-        slot.dirty_bitmap = bitmap
+        slot.dirty_bitmap = slot.alloc_dirty_bitmap(kvm_dirty_log_manual_protect_and_init_set(kvm))
         slot.flags = old_flags | KVM_MEM_LOG_DIRTY_PAGES
     else:
         slot.logging_active = False
         slot.flags = old_flags & ~KVM_MEM_LOG_DIRTY_PAGES
         slot.dirty_bitmap = None
+        slot.dirty_writes = None         # writes while logging was on no longer need reporting
     traps.schedule_point((SYNC, slot, "publish(memslot flags)", None))
     kvm.memslots_generation += 1
     kvm.srcu.synchronize_srcu()
@@ -1446,17 +1446,17 @@ def kvm_set_memslot_dirty_logging(kvm: Kvm, slot, enable: bool) -> None:
 
 
 @requires("none", takes="write", held=("slots_lock",), kernel="kvm_main.c")
-def kvm_get_dirty_log_protect(kvm: Kvm, slot) -> set:
+def kvm_get_dirty_log_protect(kvm: Kvm, slot) -> DirtyBitmap:
     """KVM_GET_DIRTY_LOG without manual protect: harvest and clear the bitmap, then
     write-protect the harvested pages again (kvm_arch_mmu_enable_log_dirty_pt_masked)
     and flush, all before returning.
 
     Requires: slots_lock held; mmu_lock not held (taken for write).
-    Returns: the harvested gfns.
+    Returns: the harvested gfns (the bitmap userspace gets).
     """
     traps.schedule_point((SYNC, slot, "xchg(dirty_bitmap)", None))
     start = traps.now()
-    harvested, slot.dirty_bitmap = slot.dirty_bitmap, set()     # xchg of the bitmap
+    harvested, slot.dirty_bitmap = slot.dirty_bitmap, slot.alloc_dirty_bitmap()   # xchg
     _reprotect(kvm, slot, harvested, "get-dirty-log-skips-wrprot")
     oracles.note_harvest(kvm, slot, harvested, start)
     return harvested
@@ -1484,41 +1484,37 @@ def kvm_arch_mmu_enable_log_dirty_pt_masked(kvm: Kvm, slot, gfn_offset: int, mas
                                       not kvm.enable_pml)
 
 
-def _bitmap_words(slot, gfns, width: int) -> list[tuple[int, int]]:
-    """The set bits of the slot's dirty bitmap for ``gfns``, as (offset, mask) words of
-    ``width`` bits, in offset order."""
-    if not gfns:
-        return []
-    offs = np.fromiter(gfns, dtype=np.int64, count=len(gfns)) - slot.base_gfn
-    offs.sort()
-    words: dict[int, int] = {}
-    keys = offs // width
-    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
-    for i, j in zip(starts.tolist(), np.r_[starts[1:], len(offs)].tolist()):
-        base = int(keys[i]) * width
-        bits = np.zeros(width, dtype=np.uint8)
-        bits[offs[i:j] - base] = 1
-        words[base] = int.from_bytes(np.packbits(bits, bitorder="little").tobytes(), "little")
-    return sorted(words.items())
+def _bitmap_words(bitmap: DirtyBitmap) -> list[tuple[int, int]]:
+    """The non-zero 64-page words of a dirty bitmap, as (page offset, mask), in order."""
+    bits = np.packbits(bitmap.mask, bitorder="little")
+    bits = np.concatenate([bits, np.zeros(-len(bits) % 8, dtype=np.uint8)])
+    words = bits.view("<u8")
+    nz = np.flatnonzero(words)
+    return list(zip((nz * 64).tolist(), words[nz].tolist()))
 
 
-def _reprotect(kvm: Kvm, slot, gfns, defect_name: str) -> None:
-    """kvm_arch_mmu_enable_log_dirty_pt_masked for ``gfns``, one 64-page word of the
-    slot's bitmap at a time, then flush, under the write lock.  Free-running (no
-    exploration), 512-page words: one walk per page table instead of eight, with the
-    same effect (tests/test_mmu_bulk.py)."""
-    width = 512 if traps.free_run() and not traps.tracing() else 64
+def _reprotect(kvm: Kvm, slot, bitmap: DirtyBitmap, defect_name: str) -> None:
+    """kvm_arch_mmu_enable_log_dirty_pt_masked for the set bits of ``bitmap``, one
+    64-page word at a time, then flush if any bit was set, under the write lock.
+    Free-running (no exploration) and without initially-set: one walk per root for the
+    whole bitmap, each 4K table's share in one vectorised step, with the same effect
+    (tests/test_mmu_bulk_dirty.py)."""
+    bulk = (traps.free_run() and not traps.tracing()
+            and not kvm_dirty_log_manual_protect_and_init_set(kvm))
     write_lock(kvm.mmu_lock)
     if not traps.defect(defect_name):
-        for off, mask in _bitmap_words(slot, gfns, width):
-            kvm_arch_mmu_enable_log_dirty_pt_masked(kvm, slot, off, mask)
-    if gfns:
+        if bulk:
+            kvm_tdp_mmu_clear_dirty_bitmap_bulk(kvm, slot, bitmap.mask, not kvm.enable_pml)
+        else:
+            for off, mask in _bitmap_words(bitmap):
+                kvm_arch_mmu_enable_log_dirty_pt_masked(kvm, slot, off, mask)
+    if bitmap:
         kvm_flush_remote_tlbs(kvm)
     write_unlock(kvm.mmu_lock)
 
 
 @requires("none", held=("slots_lock",), kernel="kvm_main.c")
-def kvm_get_dirty_log_manual(kvm: Kvm, slot) -> set:
+def kvm_get_dirty_log_manual(kvm: Kvm, slot) -> DirtyBitmap:
     """KVM_GET_DIRTY_LOG with KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2: a snapshot of the bitmap;
     nothing is cleared or protected until KVM_CLEAR_DIRTY_LOG.
 
@@ -1526,19 +1522,25 @@ def kvm_get_dirty_log_manual(kvm: Kvm, slot) -> set:
     """
     traps.schedule_point((SYNC, slot, "read(dirty_bitmap)", None))
     slot._manual_get_start = traps.now()
-    return set(slot.dirty_bitmap)
+    return slot.dirty_bitmap.copy()
 
 
 @requires("none", takes="write", held=("slots_lock",), kernel="kvm_main.c")
-def kvm_clear_dirty_log(kvm: Kvm, slot, gfns: set) -> None:
-    """KVM_CLEAR_DIRTY_LOG: clear these bits and write-protect those pages again, flush.
+def kvm_clear_dirty_log(kvm: Kvm, slot, gfns) -> None:
+    """KVM_CLEAR_DIRTY_LOG: clear these bits (a DirtyBitmap, or gfns of the slot); those
+    that were set (atomic_long_fetch_andnot) are write-protected again, and the TLBs
+    flushed if there were any.
 
     Requires: slots_lock held; mmu_lock not held (taken for write).
     """
     traps.schedule_point((SYNC, slot, "clear(dirty_bitmap)", None))
-    slot.dirty_bitmap.difference_update(gfns)
-    _reprotect(kvm, slot, gfns, "clear-dirty-log-skips-wrprot")
-    oracles.note_harvest(kvm, slot, set(gfns), slot._manual_get_start, slot.dirty_bitmap)
+    clear = DirtyBitmap.from_gfns(slot.base_gfn, slot.npages, gfns)
+    bits = slot.dirty_bitmap.mask
+    was_set = DirtyBitmap(slot.base_gfn, slot.npages)
+    np.logical_and(clear.mask, bits, out=was_set.mask)
+    bits &= ~clear.mask
+    _reprotect(kvm, slot, was_set, "clear-dirty-log-skips-wrprot")
+    oracles.note_harvest(kvm, slot, clear, slot._manual_get_start, slot.dirty_bitmap)
 
 
 # -- KVM_PRE_FAULT_MEMORY (kvm_main.c / mmu.c, v6.10+) ------------------------------------

@@ -267,14 +267,64 @@ class DirtyLogIncomplete(InvariantViolation):
     summary = "a guest write to a dirty-logged page was missing from the dirty-log harvest"
 
 
+#: "no write": the step of a page nobody wrote since the last harvest
+_NO_WRITE = int(np.iinfo(np.int64).max)
+
+
+class DirtyWriteLog:
+    """The dirty-log oracle's record of one slot, one entry per page (offset in the
+    slot): the step and the writer of the earliest completed guest write since the last
+    harvest (``first``/``who``), and the writes the last harvest did not settle
+    (``carry``: they raced with it and its page was not reported, or userspace left their
+    page set).  Only the earliest write of a page matters: if it completed before a
+    harvest started, the page must be reported, and reporting it settles the later ones
+    too (a racing write to a reported page may be lost: KVM's documented tolerance)."""
+
+    __slots__ = ("first", "who", "names", "index", "carry", "carry_who")
+
+    def __init__(self, npages: int):
+        self.first = array("q", [_NO_WRITE]) * npages
+        self.who = array("i", [0]) * npages
+        self.names: list[str] = []
+        self.index: dict[str, int] = {}
+        self.carry = None
+        self.carry_who = None
+
+    def writer(self, name: str) -> int:
+        i = self.index.get(name)
+        if i is None:
+            i = self.index[name] = len(self.names)
+            self.names.append(name)
+        return i
+
+
 def note_guest_write(vcpu, gfn: int) -> None:
     """A guest write to ``gfn`` completed (called by the hardware model)."""
     slot = vcpu.kvm.gfn_to_memslot(vcpu.as_id, gfn)
     if slot is not None and slot.logging_active:
-        slot.dirty_writes.append((gfn, traps.now(), traps.current_task().name))
+        log = slot.dirty_writes
+        if log is None:
+            log = slot.dirty_writes = DirtyWriteLog(slot.npages)
+        i = gfn - slot.base_gfn
+        if log.first[i] == _NO_WRITE:
+            log.first[i] = traps.now()
+            log.who[i] = log.writer(traps.current_task().name)
 
 
-def note_harvest(kvm, slot, harvested: set, start: int, pending=None) -> None:
+def _slot_mask(slot, gfns) -> np.ndarray:
+    """``gfns`` (a DirtyBitmap, or an iterable of gfns) as a bool array over the slot."""
+    from .kvm import DirtyBitmap
+    if not isinstance(gfns, DirtyBitmap):
+        gfns = DirtyBitmap.from_gfns(slot.base_gfn, slot.npages, gfns)
+    return gfns.mask_for(slot.base_gfn, slot.npages)
+
+
+def _earliest(sel: np.ndarray, steps: np.ndarray) -> int:
+    """The page offset of the earliest write among the selected ones."""
+    return int(np.argmin(np.where(sel, steps, _NO_WRITE)))
+
+
+def note_harvest(kvm, slot, harvested, start: int, pending=None) -> None:
     """A harvest (GET_DIRTY_LOG) that took the bitmap at step ``start`` returned
     ``harvested``.  A write that completed before ``start`` must be in it.  A write that
     raced with the harvest (completed after ``start``) may be reported by the next
@@ -284,31 +334,41 @@ def note_harvest(kvm, slot, harvested: set, start: int, pending=None) -> None:
     ``pending``: for KVM_CLEAR_DIRTY_LOG, the bits still set in the bitmap after the
     clear.  Userspace may clear only part of what GET reported; a page it left set is
     not lost but still to be harvested, so its writes carry over to the next harvest."""
-    carried = getattr(slot, "_dirty_carry", [])
-    prev = getattr(slot, "_dirty_prev", frozenset())
-    for gfn, step, who in carried:
-        if gfn not in harvested and gfn not in prev:
+    log = slot.dirty_writes
+    if log is None:
+        return
+    base = slot.base_gfn
+    got = _slot_mask(slot, harvested)
+    left = _slot_mask(slot, pending) if pending is not None else np.zeros_like(got)
+    first = np.frombuffer(log.first, dtype=np.int64)
+    who = np.frombuffer(log.who, dtype=np.int32)
+    carry = log.carry
+    if carry is not None:
+        unsettled = (carry != _NO_WRITE) & ~got
+        lost = unsettled & ~left
+        if lost.any():
+            i = _earliest(lost, carry)
             raise DirtyLogIncomplete(
-                f"guest write to gfn {gfn:#x} by {who} at step {step} (during a harvest) was "
-                f"reported by neither that harvest nor the next one")
-    writes = slot.dirty_writes
-    left = []
-    if not {w[0] for w in writes if w[1] < start} <= harvested:
-        for w in writes:
-            gfn, step, who = w
-            if step < start and gfn not in harvested:
-                if pending is not None and gfn in pending:
-                    left.append(w)              # not cleared: still to be harvested
-                    continue
-                raise DirtyLogIncomplete(
-                    f"guest write to gfn {gfn:#x} by {who} at step {step} completed before "
-                    f"the harvest started (step {start}) but the harvest does not report it")
-    # racing writes, and (``left``) writes to pages still set in the bitmap: they must
-    # be in the next harvest
-    slot._dirty_carry = left + [w for w in writes if w[1] >= start]
-    slot.dirty_writes = []
-    # the harvest's own set: nothing mutates it after it is returned
-    slot._dirty_prev = harvested
+                f"guest write to gfn {base + i:#x} by {log.names[log.carry_who[i]]} at step "
+                f"{int(carry[i])} (during a harvest) was reported by neither that harvest "
+                f"nor the next one")
+    missed = (first < start) & ~got & ~left
+    if missed.any():
+        i = _earliest(missed, first)
+        raise DirtyLogIncomplete(
+            f"guest write to gfn {base + i:#x} by {log.names[who[i]]} at step {int(first[i])} "
+            f"completed before the harvest started (step {start}) but the harvest does not "
+            f"report it")
+    # racing writes, and writes to pages still set in the bitmap: they must be in the
+    # next harvest (a carried write whose page stays set stays carried)
+    new = np.where(~got, first, _NO_WRITE)
+    new_who = who.copy()
+    if carry is not None:
+        keep = unsettled & left & (carry < new)
+        new = np.where(keep, carry, new)
+        new_who = np.where(keep, log.carry_who, new_who)
+    log.carry, log.carry_who = new, new_who
+    first[:] = _NO_WRITE
 
 
 class HostSafetyViolation(InvariantViolation):

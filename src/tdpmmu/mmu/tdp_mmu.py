@@ -1721,6 +1721,16 @@ def kvm_tdp_mmu_write_protect_gfn(kvm, slot, gfn: int, min_level: int) -> bool:
     return spte_set
 
 
+def _clear_dirty_pt_masked_bit(kvm, root, wrprot: bool) -> int:
+    """The bit clear_dirty_pt_masked clears: W when asked to write-protect or when the
+    root's role needs write protection, else D."""
+    m = kvm.masks
+    if traps.defect("l2-dirty-log-needs-wrprot"):
+        # before 2673dfb591a3: (wrprot || !kvm_ad_enabled()), not the root's role
+        return S.PT_WRITABLE_MASK if wrprot or not m.ad_enabled else m.dirty_mask
+    return S.PT_WRITABLE_MASK if wrprot or tdp_mmu_need_write_protect(kvm, root) else m.dirty_mask
+
+
 @requires("write", taken=("rcu",))
 def clear_dirty_pt_masked(kvm, root, gfn: int, mask: int, wrprot: bool) -> None:
     """Clear D (or W) on the 4K leaves of the 64 gfns from ``gfn`` whose bit is in ``mask``.
@@ -1729,13 +1739,7 @@ def clear_dirty_pt_masked(kvm, root, gfn: int, mask: int, wrprot: bool) -> None:
     Why: only W/D change, so no handle_changed_spte; an atomic fetch-and when the SPTE is
     volatile (the CPU may set D concurrently), a plain store otherwise.
     """
-    m = kvm.masks
-    if traps.defect("l2-dirty-log-needs-wrprot"):
-        # before 2673dfb591a3: (wrprot || !kvm_ad_enabled()), not the root's role
-        dbit = S.PT_WRITABLE_MASK if wrprot or not m.ad_enabled else m.dirty_mask
-    else:
-        dbit = (S.PT_WRITABLE_MASK if wrprot or tdp_mmu_need_write_protect(kvm, root)
-                else m.dirty_mask)
+    dbit = _clear_dirty_pt_masked_bit(kvm, root, wrprot)
     if not mask:
         return
     start = gfn + ((mask & -mask).bit_length() - 1)
@@ -1792,12 +1796,75 @@ def _bulk_clear_leaf_bits(kvm, iter: TdpIter, bits: int, idxs) -> bool:
         last = int(idxs[-1])
     if sel.size:
         a[sel] &= ~b
+    _iter_jump(iter, last, int(a[last]))
+    return bool(sel.size)
+
+
+def _iter_jump(iter: TdpIter, last: int, spte: int) -> None:
+    """Free-run only: leave the iterator on entry ``last`` of its table (holding
+    ``spte``), as if it had stepped over the entries in between."""
     watchdog_work(last - iter.idx)
     iter.gfn += last - iter.idx
     iter.idx = last
     iter.next_last_level_gfn = iter.gfn
-    iter.old_spte = int(a[last])
-    return bool(sel.size)
+    iter.old_spte = spte
+
+
+@requires("write", taken=("rcu",))
+def _bulk_clear_dirty_bitmap(kvm, root, base_gfn: int, bitmap, wrprot: bool) -> None:
+    """Free-run only: clear_dirty_pt_masked for every set bit of ``bitmap`` (a bool array
+    over the pages from ``base_gfn``) in one walk of ``root`` down to the 2M level,
+    then one vectorised step over all the 4K tables found -- what one
+    clear_dirty_pt_masked per 64-page word does (present 4K leaves only; huge leaves
+    are left alone).
+
+    Requires: mmu_lock held for write; takes RCU.
+    """
+    offs = np.flatnonzero(bitmap)
+    if not offs.size:
+        return
+    dbit = _clear_dirty_pt_masked_bit(kvm, root, wrprot)
+    start, end = base_gfn + int(offs[0]), base_gfn + int(offs[-1]) + 1
+    tables, firsts = [], []
+    rcu_read_lock()
+    for iter in for_each_tdp_pte_min_level(kvm, root, S.PG_LEVEL_2M, start, end):
+        if iter.level == S.PG_LEVEL_2M:
+            pt = spte_to_child_pt(kvm, iter.old_spte, iter.level)
+            if pt is not None:
+                tables.append(pt)
+                firsts.append(iter.gfn & ~(S.SPTE_ENT_PER_PAGE - 1))
+    if tables:
+        n = S.SPTE_ENT_PER_PAGE
+        # the bitmap over the tables' entries (zero outside the slot)
+        lo, hi = firsts[0], firsts[-1] + n
+        padded = np.zeros(hi - lo, dtype=np.bool_)
+        s_lo, s_hi = max(lo, base_gfn), min(hi, base_gfn + len(bitmap))
+        padded[s_lo - lo:s_hi - lo] = bitmap[s_lo - base_gfn:s_hi - base_gfn]
+        rows = (np.asarray(firsts, dtype=np.int64) - lo) // n
+        want = padded.reshape(-1, n)[rows]
+        for pt in tables:
+            traps.schedule_point((RMW, pt, "clear-bits*", 0))
+            if pt.freed:
+                pt.read_once(0)
+            watchdog_work(n)
+        spte = np.stack([np.frombuffer(pt.vals, dtype=np.uint64) for pt in tables])
+        both = np.uint64(S.SPTE_MMU_PRESENT_MASK | dbit)
+        hit = ((spte & both) == both) & want
+        for k in np.flatnonzero(hit.any(axis=1)).tolist():
+            row = np.frombuffer(tables[k].vals, dtype=np.uint64)
+            row[hit[k]] &= ~np.uint64(dbit)
+    rcu_read_unlock()
+
+
+@requires("write")
+def kvm_tdp_mmu_clear_dirty_bitmap_bulk(kvm, slot, bitmap, wrprot: bool) -> None:
+    """Free-run only: kvm_tdp_mmu_clear_dirty_pt_masked for a whole slot's bitmap (a bool
+    array over its pages), every valid root of its address space, one walk each.
+
+    Requires: mmu_lock held for write.
+    """
+    for root in __for_each_tdp_mmu_root(kvm, slot.as_id, KVM_VALID_ROOTS):
+        _bulk_clear_dirty_bitmap(kvm, root, slot.base_gfn, bitmap, wrprot)
 
 
 @transparent

@@ -30,7 +30,7 @@ def mmu_nx_recovery_smm(ram_2m: int = 2, handlers: int = 3):
     tseg = 0x200 * ram_2m
     kvm_set_memory_region(kvm, 0, 0, 0, tseg, S.PG_LEVEL_2M)                # normal: RAM
     vram = kvm_set_memory_region(kvm, 0, 1, VRAM_GFN, 16, flags=KVM_MEM_LOG_DIRTY_PAGES)
-    vram.dirty_bitmap, vram.logging_active = set(), True
+    vram.dirty_bitmap, vram.logging_active = vram.alloc_dirty_bitmap(), True
     kvm_set_memory_region(kvm, 1, 0, 0, tseg + 0x200 * handlers, S.PG_LEVEL_2M)  # RAM+TSEG
     kvm_create_vcpu(kvm)
     split_done = Completion("nx_split_done")

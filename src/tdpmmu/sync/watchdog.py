@@ -17,7 +17,8 @@ opportunities is what cannot be broken up.  A need_resched check inside an RCU
 read-side section counts for RCU too: a task that yields there must leave the section
 first (sleeping inside it is a ``SleepInAtomic``).
 
-Checks (run when a task's count crosses a threshold, on every further unit):
+Checks (run when a task's count crosses a threshold, then again every fifth of the
+threshold, as the kernel's watchdog hrtimer samples every ``softlockup_thresh / 5``):
 
 * :class:`~tdpmmu.runtime.errors.SoftLockup`: more than ``_softlockup_thresh`` units
   (default 2048) since the task's last scheduling opportunity, while another task spins
@@ -53,14 +54,28 @@ SOFTLOCKUP_THRESH = 2048
 RCU_STALL_THRESH = 4096
 
 #: the current execution's thresholds (set when it starts; tdpmmu runs one at a time)
+#: and their sampling periods (a fifth of each)
 _soft = SOFTLOCKUP_THRESH
 _rcu = RCU_STALL_THRESH
+_soft_period = _soft // 5
+_rcu_period = _rcu // 5
 
 
 def _install(ex) -> None:
-    global _soft, _rcu
+    global _soft, _rcu, _soft_period, _rcu_period
     _soft = int(ex.params.get("_softlockup_thresh", SOFTLOCKUP_THRESH))
     _rcu = int(ex.params.get("_rcu_stall_thresh", RCU_STALL_THRESH))
+    _soft_period = max(1, _soft // 5)
+    _rcu_period = max(1, _rcu // 5)
+
+
+def _due(count: int, n: int, thresh: int, period: int) -> bool:
+    """Whether the count, grown by ``n`` to ``count``, crossed the threshold or one of
+    the sampling points after it (threshold + k * period)."""
+    if count <= thresh:
+        return False
+    before = count - n
+    return before <= thresh or (count - thresh - 1) // period != (before - thresh - 1) // period
 
 
 traps.on_execution_start(_install)
@@ -70,11 +85,11 @@ def work(n: int = 1) -> None:
     """The current task did ``n`` units of work (SPTEs visited or updated)."""
     ts = cur_state()
     w = ts.work = ts.work + n
-    if w > _soft:
+    if w > _soft and _due(w, n, _soft, _soft_period):
         _check_soft(ts, w)
     if ts.rcu_nesting:
         r = ts.rcu_work = ts.rcu_work + n
-        if r > _rcu:
+        if r > _rcu and _due(r, n, _rcu, _rcu_period):
             _check_rcu(ts, r)
 
 
