@@ -150,3 +150,36 @@ def test_a_page_left_set_twice_and_then_lost_is_reported():
     from tdpmmu.mmu.oracles import DirtyLogIncomplete
     with pytest.raises(DirtyLogIncomplete, match="gfn 0x3"):
         run_single(_partial_clear(True, twice=True))
+
+
+def _split_1g(touch_2m: bool, nx: bool):
+    """A 1G-backed slot (plus a 2M-backed one beside it): one 1G leaf, and 2M leaves when
+    ``touch_2m``; eager splitting down to 4K (1G -> 2M per entry, then each new table of
+    2M leaves) and write-protection, then the tables and stats."""
+    from tdpmmu.mmu.mmu import kvm_mmu_slot_try_split_huge_pages
+    from tdpmmu.sync import read_lock, read_unlock  # noqa: F401
+
+    def body(kvm):
+        kvm.eager_page_split = True
+        big = add_slot(kvm, npages=1 << 18, backing=S.PG_LEVEL_1G)
+        small = add_slot(kvm, base_gfn=1 << 18, npages=3 * 512 + 7, backing=S.PG_LEVEL_2M)
+        v = vcpu(kvm)
+        guest_access(v, 0x1234 << 12, WRITE_ACCESS)
+        if touch_2m:
+            for g in (0, 600, 1100, 3 * 512 + 3):
+                guest_access(v, ((1 << 18) + g) << 12, READ_ACCESS)
+        before = (kvm.stat.pages_1g, kvm.stat.pages_2m)
+        for slot in (big, small):
+            kvm_mmu_slot_try_split_huge_pages(kvm, slot, S.PG_LEVEL_4K)
+        return before, snapshot(kvm, v, big)
+    return body
+
+
+def test_bulk_split_of_1g_and_2m_pages_matches_the_per_entry_path():
+    for touch_2m, nx in ((True, False), (False, True)):
+        bulk, rb = run_single(_split_1g(touch_2m, nx), nx_huge_pages=nx)
+        fine, rf = run_single(_split_1g(touch_2m, nx), nx_huge_pages=nx, tracing=True)
+        assert bulk == fine
+        (pages_1g, pages_2m), (_, _, _, stats, _) = bulk
+        assert pages_1g == 1 and stats["pages_1g"] == stats["pages_2m"] == 0
+        assert rb.steps < rf.steps

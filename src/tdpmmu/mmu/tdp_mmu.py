@@ -1804,7 +1804,7 @@ def _iter_jump(iter: TdpIter, last: int, spte: int) -> None:
     """Free-run only: leave the iterator on entry ``last`` of its table (holding
     ``spte``), as if it had stepped over the entries in between."""
     watchdog_work(last - iter.idx)
-    iter.gfn += last - iter.idx
+    iter.gfn += (last - iter.idx) * S.KVM_PAGES_PER_HPAGE(iter.level)
     iter.idx = last
     iter.next_last_level_gfn = iter.gfn
     iter.old_spte = spte
@@ -1910,11 +1910,16 @@ def tdp_mmu_split_huge_pages_root(kvm, root: KvmMmuPage, start: int, end: int,
     Returns: 0, or -ENOMEM (allocation failed; the lock is held again, RCU is not).
     """
     sp = None
+    bulk = (traps.free_run() and not traps.tracing() and target_level == S.PG_LEVEL_4K
+            and not any(traps.defect(d) for d in _SPLIT_PATH_DEFECTS))
     rcu_read_lock()
     for iter in for_each_tdp_pte_min_level(kvm, root, target_level + 1, start, end):
         while True:                                     # "retry:"
             if tdp_mmu_iter_cond_resched(kvm, iter, False, shared):
                 break
+            if (bulk and iter.level == S.PG_LEVEL_2M
+                    and _bulk_split_huge_leaf_table(kvm, iter, shared, end)):
+                break                                   # free run: the rest of the table
             if not S.is_shadow_present_pte(iter.old_spte) or not S.is_large_pte(iter.old_spte):
                 break
             if sp is None:
@@ -1945,6 +1950,73 @@ def tdp_mmu_split_huge_pages_root(kvm, root: KvmMmuPage, start: int, end: int,
         traps.cover("split-spare-table-freed")
         tdp_mmu_free_sp(sp)
     return 0
+
+
+#: defects in the split path's own steps: the free-run bulk split leaves them to it
+_SPLIT_PATH_DEFECTS = ("split-alloc-under-mmu-lock", "link-sp-skips-accounting",
+                       "sp-visible-before-linked")
+
+
+@transparent
+def _bulk_split_huge_leaf_table(kvm, iter: TdpIter, shared: bool, end: int) -> bool:
+    """Free-run only: split every present 2M leaf of the iterator's table (a table of 2M
+    entries) from the iterator's entry to the last one before ``end`` at once -- the lock is
+    dropped once to allocate every page table, then each is filled (vectorised),
+    initialised, accounted and linked as tdp_mmu_split_huge_page does, one table of
+    children per leaf -- and leave the iterator on the last entry.  The children map
+    what their leaf mapped with its rights (the same translation: no flush, as in the
+    per-entry path).  Returns False, with nothing changed, when an allocation fails
+    (the per-entry path then takes over and reports -ENOMEM)."""
+    pt = iter.pt
+    first = iter.idx
+    last = min(S.SPTE_ENT_PER_PAGE - 1, first + (end - 1 - iter.gfn) // S.SPTE_ENT_PER_PAGE)
+    traps.schedule_point((RMW, pt, "split*", first))
+    if pt.freed:
+        pt.read_once(first)
+    a = np.frombuffer(pt.vals, dtype=np.uint64)
+    w = a[first:last + 1]
+    huge = np.flatnonzero(((w & np.uint64(S.SPTE_MMU_PRESENT_MASK)) != 0)
+                          & ((w & np.uint64(S.PT_PAGE_SIZE_MASK)) != 0)) + first
+    n = int(huge.size)
+    if n:
+        rcu_read_unlock()
+        (read_unlock if shared else write_unlock)(kvm.mmu_lock)
+        sps = []
+        while len(sps) < n:
+            sp = tdp_mmu_alloc_sp_for_split(kvm)
+            if sp is None:
+                break
+            sps.append(sp)
+        (read_lock if shared else write_lock)(kvm.mmu_lock)
+        rcu_read_lock()
+        if len(sps) < n:
+            for sp in sps:
+                tdp_mmu_free_sp(sp)
+            return False
+        m = kvm.masks
+        nxw = kvm.nx_huge_page_workaround_enabled
+        step = np.uint64(S.KVM_PAGES_PER_HPAGE(S.PG_LEVEL_4K) << S.PAGE_SHIFT)
+        child0 = np.array([S.make_small_spte(int(old), S.PG_LEVEL_4K, 0, nxw, m)
+                           for old in a[huge].tolist()], dtype=np.uint64)
+        children = child0[:, None] | (_SPLIT_INDEX * step)[None, :]
+        role = sptep_to_sp(kvm, pt).role
+        base = iter.gfn - first * S.SPTE_ENT_PER_PAGE
+        links = np.empty(n, dtype=np.uint64)
+        for k, (i, sp) in enumerate(zip(huge.tolist(), sps)):
+            tdp_mmu_init_sp(sp, (pt, i), base + i * S.SPTE_ENT_PER_PAGE, role.child())
+            np.frombuffer(sp.spt.vals, dtype=np.uint64)[:] = children[k]
+            links[k] = S.make_nonleaf_spte(sp.spt.pfn, not m.ad_enabled, m)
+            tdp_account_mmu_page(kvm, sp)
+        a[huge] = links
+        kvm_update_page_stats(kvm, S.PG_LEVEL_2M, -n)
+        kvm_update_page_stats(kvm, S.PG_LEVEL_4K, n * S.SPTE_ENT_PER_PAGE)
+        if kvm.age_calls:
+            for i in huge.tolist():
+                oracles.aging_disturbed(kvm, iter.as_id, base + i * S.SPTE_ENT_PER_PAGE,
+                                        S.PG_LEVEL_2M)
+        watchdog_work(n * S.SPTE_ENT_PER_PAGE)
+    _iter_jump(iter, last, int(a[last]))
+    return True
 
 
 @requires("shared", yields=True)
