@@ -2085,12 +2085,16 @@ def recover_huge_pages_range(kvm, root: KvmMmuPage, slot) -> None:
     start = slot.base_gfn
     end = start + slot.npages
     flush = False
+    bulk = traps.free_run() and not traps.tracing()
     rcu_read_lock()
     for iter in for_each_tdp_pte_min_level(kvm, root, S.PG_LEVEL_2M, start, end):
         while True:                                     # "retry:"
             if tdp_mmu_iter_cond_resched(kvm, iter, flush, True):
                 flush = False
                 break
+            if bulk and iter.level == S.PG_LEVEL_2M:
+                flush |= _bulk_recover_huge_leaf_table(kvm, iter, slot, start, end)
+                break                                   # free run: the rest of the table
             old = iter.old_spte
             if iter.level > S.KVM_MAX_HUGEPAGE_LEVEL or not S.is_shadow_present_pte(old):
                 break
@@ -2114,6 +2118,46 @@ def recover_huge_pages_range(kvm, root: KvmMmuPage, slot) -> None:
     if flush and not traps.defect("recover-skips-flush"):
         _mmu_c.kvm_flush_remote_tlbs_memslot(kvm, slot)
     rcu_read_unlock()
+
+
+@transparent
+def _bulk_recover_huge_leaf_table(kvm, iter: TdpIter, slot, start: int, end: int) -> bool:
+    """Free-run only: the rest of recover_huge_pages_range's work in the iterator's table
+    of 2M entries (from its entry to the last one before ``end``) in one step: each
+    entry that links a 4K table the slot may map huge becomes the huge SPTE made from
+    the table's first present leaf, with the same bookkeeping (handle_changed_spte
+    frees the table).  Leaves the iterator on the last entry.  Returns whether anything
+    was recovered (the caller flushes)."""
+    pt = iter.pt
+    first = iter.idx
+    last = min(S.SPTE_ENT_PER_PAGE - 1, first + (end - 1 - iter.gfn) // S.SPTE_ENT_PER_PAGE)
+    traps.schedule_point((RMW, pt, "recover*", first))
+    if pt.freed:
+        pt.read_once(first)
+    a = np.frombuffer(pt.vals, dtype=np.uint64)
+    level = S.PG_LEVEL_2M
+    base = iter.gfn - first * S.SPTE_ENT_PER_PAGE
+    present = np.uint64(S.SPTE_MMU_PRESENT_MASK)
+    nxw = kvm.nx_huge_page_workaround_enabled
+    recovered = False
+    for i in range(first, last + 1):
+        old = int(a[i])
+        if not S.is_shadow_present_pte(old) or S.is_last_spte(old, level):
+            continue
+        gfn = base + i * S.SPTE_ENT_PER_PAGE
+        if gfn < start or gfn >= end or slot.max_mapping_level(gfn) < level:
+            continue
+        child = np.frombuffer(kvm.pt_by_pfn[S.spte_to_pfn(old)].spt.vals, dtype=np.uint64)
+        leaves = np.flatnonzero(child & present)
+        if not leaves.size:
+            continue                                    # -ENOENT: maps nothing
+        huge_spte = S.make_huge_spte(int(child[leaves[0]]), level, nxw, kvm.masks)
+        a[i] = huge_spte                                # the cmpxchg (nobody else runs)
+        handle_changed_spte(kvm, iter.as_id, gfn, old, huge_spte, level, True)
+        watchdog_work(S.SPTE_ENT_PER_PAGE)
+        recovered = True
+    _iter_jump(iter, last, int(a[last]))
+    return recovered
 
 
 @requires("read", yields=True)
