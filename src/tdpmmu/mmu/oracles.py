@@ -319,9 +319,12 @@ def _slot_mask(slot, gfns) -> np.ndarray:
     return gfns.mask_for(slot.base_gfn, slot.npages)
 
 
-def _earliest(sel: np.ndarray, steps: np.ndarray) -> int:
-    """The page offset of the earliest write among the selected ones."""
-    return int(np.argmin(np.where(sel, steps, _NO_WRITE)))
+def _report_lost(log: DirtyWriteLog, base: int, lost: np.ndarray, steps, who, why: str) -> None:
+    """Raise DirtyLogIncomplete naming the earliest of the ``lost`` writes, if any."""
+    if lost.any():
+        i = int(np.argmin(np.where(lost, steps, _NO_WRITE)))
+        raise DirtyLogIncomplete(f"guest write to gfn {base + i:#x} by {log.names[who[i]]} at "
+                                 f"step {int(steps[i])} {why}")
 
 
 def note_harvest(kvm, slot, harvested, start: int, pending=None) -> None:
@@ -345,20 +348,11 @@ def note_harvest(kvm, slot, harvested, start: int, pending=None) -> None:
     carry = log.carry
     if carry is not None:
         unsettled = (carry != _NO_WRITE) & ~got
-        lost = unsettled & ~left
-        if lost.any():
-            i = _earliest(lost, carry)
-            raise DirtyLogIncomplete(
-                f"guest write to gfn {base + i:#x} by {log.names[log.carry_who[i]]} at step "
-                f"{int(carry[i])} (during a harvest) was reported by neither that harvest "
-                f"nor the next one")
-    missed = (first < start) & ~got & ~left
-    if missed.any():
-        i = _earliest(missed, first)
-        raise DirtyLogIncomplete(
-            f"guest write to gfn {base + i:#x} by {log.names[who[i]]} at step {int(first[i])} "
-            f"completed before the harvest started (step {start}) but the harvest does not "
-            f"report it")
+        _report_lost(log, base, unsettled & ~left, carry, log.carry_who,
+                     "(during a harvest) was reported by neither that harvest nor the next one")
+    _report_lost(log, base, (first < start) & ~got & ~left, first, who,
+                 f"completed before the harvest started (step {start}) but the harvest does "
+                 f"not report it")
     # racing writes, and writes to pages still set in the bitmap: they must be in the
     # next harvest (a carried write whose page stays set stays carried)
     new = np.where(~got, first, _NO_WRITE)

@@ -1952,6 +1952,19 @@ def tdp_mmu_split_huge_pages_root(kvm, root: KvmMmuPage, start: int, end: int,
     return 0
 
 
+def _bulk_rest_of_table(iter: TdpIter, end: int, verb: str):
+    """Free-run only: one step (an RMW ``verb``) over the iterator's table of 2M entries
+    from its entry to the last one before ``end``.  Returns (table, first index, last
+    index, the table's SPTEs as a writable numpy array)."""
+    pt = iter.pt
+    first = iter.idx
+    last = min(S.SPTE_ENT_PER_PAGE - 1, first + (end - 1 - iter.gfn) // S.SPTE_ENT_PER_PAGE)
+    traps.schedule_point((RMW, pt, verb, first))
+    if pt.freed:
+        pt.read_once(first)                 # reports the use-after-free
+    return pt, first, last, np.frombuffer(pt.vals, dtype=np.uint64)
+
+
 #: defects in the split path's own steps: the free-run bulk split leaves them to it
 _SPLIT_PATH_DEFECTS = ("split-alloc-under-mmu-lock", "link-sp-skips-accounting",
                        "sp-visible-before-linked")
@@ -1967,13 +1980,7 @@ def _bulk_split_huge_leaf_table(kvm, iter: TdpIter, shared: bool, end: int) -> b
     what their leaf mapped with its rights (the same translation: no flush, as in the
     per-entry path).  Returns False, with nothing changed, when an allocation fails
     (the per-entry path then takes over and reports -ENOMEM)."""
-    pt = iter.pt
-    first = iter.idx
-    last = min(S.SPTE_ENT_PER_PAGE - 1, first + (end - 1 - iter.gfn) // S.SPTE_ENT_PER_PAGE)
-    traps.schedule_point((RMW, pt, "split*", first))
-    if pt.freed:
-        pt.read_once(first)
-    a = np.frombuffer(pt.vals, dtype=np.uint64)
+    pt, first, last, a = _bulk_rest_of_table(iter, end, "split*")
     w = a[first:last + 1]
     huge = np.flatnonzero(((w & np.uint64(S.SPTE_MMU_PRESENT_MASK)) != 0)
                           & ((w & np.uint64(S.PT_PAGE_SIZE_MASK)) != 0)) + first
@@ -2128,13 +2135,7 @@ def _bulk_recover_huge_leaf_table(kvm, iter: TdpIter, slot, start: int, end: int
     the table's first present leaf, with the same bookkeeping (handle_changed_spte
     frees the table).  Leaves the iterator on the last entry.  Returns whether anything
     was recovered (the caller flushes)."""
-    pt = iter.pt
-    first = iter.idx
-    last = min(S.SPTE_ENT_PER_PAGE - 1, first + (end - 1 - iter.gfn) // S.SPTE_ENT_PER_PAGE)
-    traps.schedule_point((RMW, pt, "recover*", first))
-    if pt.freed:
-        pt.read_once(first)
-    a = np.frombuffer(pt.vals, dtype=np.uint64)
+    pt, first, last, a = _bulk_rest_of_table(iter, end, "recover*")
     level = S.PG_LEVEL_2M
     base = iter.gfn - first * S.SPTE_ENT_PER_PAGE
     present = np.uint64(S.SPTE_MMU_PRESENT_MASK)
