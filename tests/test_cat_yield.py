@@ -86,39 +86,33 @@ def test_soft_lockup_threshold_is_a_knob():
     assert _categories(_hog("read", 4096), params={"_softlockup_thresh": 100_000}) == set()
 
 
-def test_rcu_stall_needs_a_waiting_grace_period():
-    # a reader without spinning lock waiters: only the RCU stall detector can see it
-    def stalls():
+def _reader(grace_period: bool, resched: bool):
+    """A reader works 8192 units in one RCU read-side section (no lock: only the RCU
+    stall detector can see it), having requested a grace period if ``grace_period``,
+    with a need_resched check (where RCU would force a quiescent state) per chunk if
+    ``resched``."""
+    def scenario():
         def reader():
             rcu_read_lock()
-            call_rcu(lambda: None, "cb")
+            if grace_period:
+                call_rcu(lambda: None, "cb")
             for _ in range(8192 // 64):
                 work(64)
+                if resched:
+                    need_resched()
             rcu_read_unlock()
         spawn("reader", reader)
-    assert _categories(stalls, strategy="pct") == {"RcuStall"}
-
-    def quiet():
-        def reader():
-            rcu_read_lock()                     # no grace period is ever requested
-            for _ in range(8192 // 64):
-                work(64)
-            rcu_read_unlock()
-        spawn("reader", reader)
-    assert _categories(quiet, strategy="pct") == set()
+    return scenario
 
 
-def test_rcu_stall_not_reported_when_the_section_can_be_broken():
-    def broken_up():
-        def reader():
-            rcu_read_lock()
-            call_rcu(lambda: None, "cb")
-            for _ in range(8192 // 64):
-                work(64)
-                need_resched()                  # where RCU would force a quiescent state
-            rcu_read_unlock()
-        spawn("reader", reader)
-    assert _categories(broken_up, strategy="pct") == set()
+@pytest.mark.parametrize("grace_period, resched, found", [
+    (True, False, {"RcuStall"}),
+    (False, False, set()),              # no grace period is ever requested
+    (True, True, set()),                # the section can be broken up
+])
+def test_rcu_stall_needs_a_waiting_grace_period_and_an_unbroken_section(grace_period, resched,
+                                                                        found):
+    assert _categories(_reader(grace_period, resched), strategy="pct") == found
 
 
 def test_violation_classes_are_stalls():

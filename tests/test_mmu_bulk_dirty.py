@@ -155,9 +155,8 @@ def test_a_page_left_set_twice_and_then_lost_is_reported():
 def _split_1g(touch_2m: bool, nx: bool):
     """A 1G-backed slot (plus a 2M-backed one beside it): one 1G leaf, and 2M leaves when
     ``touch_2m``; eager splitting down to 4K (1G -> 2M per entry, then each new table of
-    2M leaves) and write-protection, then the tables and stats."""
+    2M leaves), with the NX workaround on or off; then the tables and stats."""
     from tdpmmu.mmu.mmu import kvm_mmu_slot_try_split_huge_pages
-    from tdpmmu.sync import read_lock, read_unlock  # noqa: F401
 
     def body(kvm):
         kvm.eager_page_split = True

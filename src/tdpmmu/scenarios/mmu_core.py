@@ -46,6 +46,17 @@ def spawn_teardown(kvm, tasks):
     return lambda: teardown_check(kvm)
 
 
+def memslot_deleter(kvm, slot):
+    """The VMM's flow deleting ``slot`` (KVM_SET_USER_MEMORY_REGION with size 0)."""
+    from ..mmu.mmu import kvm_delete_memslot
+
+    def delete():
+        mutex_lock(kvm.slots_lock)
+        kvm_delete_memslot(kvm, slot)
+        mutex_unlock(kvm.slots_lock)
+    return delete
+
+
 def run_flows(kvm, vcpu_body, **others):
     """Spawn one task per vCPU running ``vcpu_body(vcpu)`` and one per keyword (name ->
     function), then the VM teardown after all of them.  Returns the final check."""
@@ -596,7 +607,6 @@ def mmu_memslot_delete_vs_faults(vcpus: int = 2):
     the VMM deletes it (INVALID + synchronize_srcu, kvm_mmu_zap_all_fast, remove +
     synchronize_srcu).  Once the delete returned the host reuses the memory: no access may
     reach it (afterwards the gfns are MMIO: accesses are emulated)."""
-    from ..mmu.mmu import kvm_delete_memslot
     kvm = build_vm(vcpus, npages=512)
     victim = kvm_set_memory_region(kvm, 0, 1, 512, 512, S.PG_LEVEL_4K)
 
@@ -607,12 +617,7 @@ def mmu_memslot_delete_vs_faults(vcpus: int = 2):
                 guest_access(v, (v.vcpu_id + 1) << 12, READ_ACCESS)
         return run
 
-    def delete():
-        mutex_lock(kvm.slots_lock)
-        kvm_delete_memslot(kvm, victim)
-        mutex_unlock(kvm.slots_lock)
-
-    return run_flows(kvm, vcpu_body, vmm_delete=delete)
+    return run_flows(kvm, vcpu_body, vmm_delete=memslot_deleter(kvm, victim))
 
 @scenario("mmu-aging-vs-access", tags=MMU, dfs_bound=2, max_steps=60_000)
 def mmu_aging_vs_access(vcpus: int = 2, ad_bits: bool = True):

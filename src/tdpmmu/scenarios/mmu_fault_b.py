@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from ..mmu import READ_ACCESS, WRITE_ACCESS, guest_access, kvm_set_memory_region
 from ..mmu import spte as S
-from ..sync import cond_resched, mutex_lock, mutex_unlock
-from .mmu_core import MMU, build_vm, run_flows
+from ..sync import cond_resched
+from .mmu_core import MMU, build_vm, memslot_deleter, run_flows
 from .registry import scenario
 
 
@@ -20,7 +20,7 @@ def mmu_prefault_vs_memslot_delete(pages: int = 3):
     has KVM_X86_QUIRK_SLOT_ZAP_ALL disabled, as a TDX VM (prefaulting's main user)
     does: the deletion zaps only the slot's range.  Once the slot is gone the prefault
     answers -ENOENT and the guest's accesses there are MMIO."""
-    from ..mmu.mmu import EAGAIN, KvmPreFaultMemory, kvm_delete_memslot, kvm_vcpu_pre_fault_memory
+    from ..mmu.mmu import EAGAIN, KvmPreFaultMemory, kvm_vcpu_pre_fault_memory
     kvm = build_vm(1, npages=512)
     kvm.slot_zap_all_quirk = False
     victim = kvm_set_memory_region(kvm, 0, 1, 512, 512, S.PG_LEVEL_4K)
@@ -34,12 +34,7 @@ def mmu_prefault_vs_memslot_delete(pages: int = 3):
             guest_access(v, 1 << 12, READ_ACCESS)
         return run
 
-    def delete():
-        mutex_lock(kvm.slots_lock)
-        kvm_delete_memslot(kvm, victim)
-        mutex_unlock(kvm.slots_lock)
-
-    return run_flows(kvm, vcpu_body, vmm_delete=delete)
+    return run_flows(kvm, vcpu_body, vmm_delete=memslot_deleter(kvm, victim))
 
 
 #: L1's EPT12 tables for its L2 guest (L1 gfns): the root, one table per upper level,
