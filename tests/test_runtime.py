@@ -207,3 +207,29 @@ def test_nondeterministic_scenario_is_reported_not_shrunk():
     f = res.failures[0]
     assert f.nondeterministic and f.shrink_runs == 0
     assert "did not fail" in f.note
+
+
+def _nested_scenario_a():
+    def scenario():
+        traps.spawn("t", lambda: None)
+    return scenario
+
+
+def _nested_scenario_b():
+    def scenario():
+        traps.spawn("t", lambda: None)
+    return scenario
+
+
+def test_ad_hoc_scenarios_of_the_same_name_do_not_collide():
+    """Two different functions called ``scenario`` (closures from two factories: tests in
+    two modules, one pytest worker) are two ad-hoc scenarios; the same factory's closure
+    made again replaces its own."""
+    a = get_scenario(_nested_scenario_a())
+    b = get_scenario(_nested_scenario_b())
+    again = get_scenario(_nested_scenario_a())
+    assert a.name != b.name and again.name == a.name
+    from tdpmmu.runtime.errors import UsageError
+    from tdpmmu.scenarios.registry import scenario as register
+    with pytest.raises(UsageError, match="registered twice"):
+        register(a.name)(lambda: None)

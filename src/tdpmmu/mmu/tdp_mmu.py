@@ -668,6 +668,21 @@ def tdp_mmu_iter_cond_resched(kvm, iter: TdpIter, flush: bool, shared: bool) -> 
 
 # -- zapping -----------------------------------------------------------------------
 
+@requires("shared", rcu="held")
+def tdp_mmu_zap_entry(kvm, iter: TdpIter, shared: bool) -> bool:
+    """Zap the present entry at the iterator: a plain write under the write lock, a
+    cmpxchg under the read lock (the step every whole-root zap repeats).
+
+    Requires: mmu_lock per ``shared``; RCU.
+    Returns: True when done; False when the cmpxchg lost (``iter.old_spte`` refreshed:
+    the caller retries the entry).
+    """
+    if not shared:
+        tdp_mmu_iter_set_spte(kvm, iter, S.SHADOW_NONPRESENT_VALUE)
+        return True
+    return tdp_mmu_set_spte_atomic(kvm, iter, S.SHADOW_NONPRESENT_VALUE)
+
+
 @requires("shared", rcu="held", yields=True)
 def __tdp_mmu_zap_root(kvm, root: KvmMmuPage, shared: bool, zap_level: int) -> None:
     """One pass of a root zap: every present entry at or below ``zap_level``.
@@ -684,10 +699,7 @@ def __tdp_mmu_zap_root(kvm, root: KvmMmuPage, shared: bool, zap_level: int) -> N
                 break
             if not S.is_shadow_present_pte(iter.old_spte) or iter.level > zap_level:
                 break
-            if not shared:
-                tdp_mmu_iter_set_spte(kvm, iter, S.SHADOW_NONPRESENT_VALUE)
-                break
-            if tdp_mmu_set_spte_atomic(kvm, iter, S.SHADOW_NONPRESENT_VALUE):
+            if tdp_mmu_zap_entry(kvm, iter, shared):
                 break
             # cmpxchg lost: old_spte was refreshed, retry this entry
 
@@ -764,11 +776,8 @@ def zap_gfn_range(kvm, root: KvmMmuPage, start: int, end: int, can_yield: bool,
                                  or iter.gfn + S.KVM_PAGES_PER_HPAGE(iter.level) > end)
                     and not S.is_last_spte(iter.old_spte, iter.level)):
                 break
-            if not shared:
-                tdp_mmu_iter_set_spte(kvm, iter, S.SHADOW_NONPRESENT_VALUE)
-                flush = True
-                break
-            if tdp_mmu_set_spte_atomic(kvm, iter, S.SHADOW_NONPRESENT_VALUE):
+            if tdp_mmu_zap_entry(kvm, iter, shared):
+                flush |= not shared             # (v5.17's atomic zap flushed by itself)
                 break
             # cmpxchg lost: old_spte was refreshed, retry this entry
     rcu_read_unlock()
@@ -1136,12 +1145,8 @@ def zap_unlinked_root_v5_17(kvm, root: KvmMmuPage, shared: bool, can_yield: bool
             while True:                                 # "retry:"
                 if can_yield and tdp_mmu_iter_cond_resched(kvm, iter, False, shared):
                     break
-                if not S.is_shadow_present_pte(iter.old_spte) or iter.level > zap_level:
-                    break
-                if not shared:
-                    tdp_mmu_iter_set_spte(kvm, iter, S.SHADOW_NONPRESENT_VALUE)
-                    break
-                if tdp_mmu_set_spte_atomic(kvm, iter, S.SHADOW_NONPRESENT_VALUE):
+                if (not S.is_shadow_present_pte(iter.old_spte) or iter.level > zap_level
+                        or tdp_mmu_zap_entry(kvm, iter, shared)):
                     break
     rcu_read_unlock()
 
@@ -1226,13 +1231,8 @@ def tdp_mmu_zap_root_cannot_yield(kvm, root: KvmMmuPage, shared: bool) -> None:
     """
     rcu_read_lock()
     for iter in for_each_tdp_pte_min_level_all(kvm, root, root.role.level):
-        while True:                                     # "retry:"
-            if not S.is_shadow_present_pte(iter.old_spte):
-                break
-            if not shared:
-                tdp_mmu_iter_set_spte(kvm, iter, S.SHADOW_NONPRESENT_VALUE)
-                break
-            if tdp_mmu_set_spte_atomic(kvm, iter, S.SHADOW_NONPRESENT_VALUE):
+        while S.is_shadow_present_pte(iter.old_spte):  # "retry:"
+            if tdp_mmu_zap_entry(kvm, iter, shared):
                 break
     rcu_read_unlock()
 
@@ -2378,11 +2378,8 @@ def tdp_mmu_zap_root_at_last_put(kvm, root: KvmMmuPage) -> None:
     rcu_read_lock()
     for iter in for_each_tdp_pte_min_level(kvm, root, root.role.level, 0,
                                            tdp_mmu_max_gfn_exclusive()):
-        while S.is_shadow_present_pte(iter.old_spte):
-            if not shared:
-                tdp_mmu_iter_set_spte(kvm, iter, S.SHADOW_NONPRESENT_VALUE)
-                break
-            if tdp_mmu_set_spte_atomic(kvm, iter, S.SHADOW_NONPRESENT_VALUE):
+        while S.is_shadow_present_pte(iter.old_spte):  # "retry:"
+            if tdp_mmu_zap_entry(kvm, iter, shared):
                 break
     rcu_read_unlock()
 

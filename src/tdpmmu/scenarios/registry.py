@@ -125,14 +125,19 @@ SCENARIOS: dict[str, Scenario] = {}
 DEFECTS: dict[str, Defect] = {}
 
 
+def _same_function(a, b) -> bool:
+    """The same function, or the same definition made again (a closure factory called
+    twice, a module reloaded): registering it again replaces the old one."""
+    return a is b or (getattr(a, "__module__", None), getattr(a, "__qualname__", None)) == (
+        getattr(b, "__module__", None), getattr(b, "__qualname__", None))
+
+
 def scenario(name: str, *, description: str | None = None, tags=(), max_steps: int = 20_000,
              dfs_bound: int | None = 2, default: bool = True, key_branches=()):
     """Register a scenario function under ``name`` (decorator)."""
     def deco(fn):
         old = SCENARIOS.get(name)
-        if old is not None and old.fn is not fn and (
-                getattr(old.fn, "__module__", None), getattr(old.fn, "__qualname__", None)) != (
-                fn.__module__, fn.__qualname__):
+        if old is not None and not _same_function(old.fn, fn):
             raise UsageError(f"scenario {name!r} is registered twice")
         # (the same function re-imported, e.g. a test module collected again, replaces it)
         params = {}
@@ -180,7 +185,13 @@ def get_scenario(name_or_fn) -> Scenario:
         reg = getattr(name_or_fn, "scenario_name", None)
         if reg is not None and reg in SCENARIOS:
             return SCENARIOS[reg]
-        scenario(getattr(name_or_fn, "__name__", "scenario"), default=False)(name_or_fn)
+        # an ad-hoc scenario is named after its function; another function of that name
+        # (a nested ``scenario`` in another module, say) gets a numbered name
+        base = getattr(name_or_fn, "__name__", "scenario")
+        name, k = base, 2
+        while name in SCENARIOS and not _same_function(SCENARIOS[name].fn, name_or_fn):
+            name, k = f"{base}#{k}", k + 1
+        scenario(name, default=False)(name_or_fn)
         return SCENARIOS[name_or_fn.scenario_name]
     sc = SCENARIOS.get(name_or_fn)
     if sc is None:
