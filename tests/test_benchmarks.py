@@ -31,3 +31,4 @@ def test_bugs_benchmark_json():
         assert st in row and row[st]["schedules"] >= 1
     assert row["pct"]["found"] == "2/2" and row["dfs"]["found"] == "1/1"
     assert doc["summary"]["median_ratio"] is not None
+    assert "median_ratio_interleaving_dependent" in doc["summary"]
