@@ -410,9 +410,9 @@ def kvm_mmu_free_roots(kvm: Kvm, vcpu: KvmVcpu) -> None:
     root = vcpu.root
     if root is None:
         return
-    from .tdp_mmu import _last_put_zaps, vcpu_held_roots
-    if vcpu_held_roots() or _last_put_zaps():
-        # designs V and R (before v6.9): the write lock, and put_root directly
+    from .tdp_mmu import _last_put_zaps, root_lifetime_v5_17, vcpu_held_roots
+    if vcpu_held_roots() or _last_put_zaps() or root_lifetime_v5_17():
+        # designs V, R and v5.17 (before v6.9): the write lock, and put_root directly
         write_lock(kvm.mmu_lock)
         kvm_tdp_mmu_put_root(kvm, root)
         write_unlock(kvm.mmu_lock)

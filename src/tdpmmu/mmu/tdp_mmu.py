@@ -1102,9 +1102,10 @@ ROOT_LIFETIME_V5_17 = "root-lifetime-v5.17"
 
 @transparent
 def root_lifetime_v5_17() -> bool:
-    """The v5.17 root lifetime is in force (the variant, or the catalogue defect built
-    on it)."""
-    return traps.defect(ROOT_LIFETIME_V5_17) or traps.defect("yield-with-unreachable-root")
+    """The v5.17 root lifetime is in force: the variant, or a catalogue defect built on
+    it (put-root-zap-cannot-yield *is* this design: design R before 8351779ce65f)."""
+    return (traps.defect(ROOT_LIFETIME_V5_17) or traps.defect("yield-with-unreachable-root")
+            or traps.defect("put-root-zap-cannot-yield"))
 
 
 @requires("either", taken=("tdp_mmu_pages_lock", "rcu"), kernel="tdp_mmu.c (v5.17)")
@@ -1177,8 +1178,9 @@ LAST_PUT_ZAPS_ROOT = "last-put-zaps-root"
 
 
 def _last_put_zaps() -> bool:
-    """Design R is on (its catalogue defect implies it)."""
-    return traps.defect(LAST_PUT_ZAPS_ROOT) or traps.defect("put-root-zap-cannot-yield")
+    """Design R (v5.18-v6.3) is on.  R before 8351779ce65f (v5.13-v5.17) is the
+    root-lifetime-v5.17 variant."""
+    return traps.defect(LAST_PUT_ZAPS_ROOT)
 
 
 @requires("either", taken=("tdp_mmu_pages_lock", "rcu"), yields=True,
@@ -1194,18 +1196,12 @@ def tdp_mmu_put_last_root_ref_zaps(kvm, root: KvmMmuPage) -> None:
     back, so it stays listed -- reachable by mmu_notifiers -- while it is zapped *with*
     yielding; the put after the zap is the real last one.  Before it (v5.13-v5.17) the
     root was unlinked first and then zapped with can_yield = false: an unlinked root is
-    invisible to mmu_notifiers, so that zap must not drop mmu_lock (catalogue
-    put-root-zap-cannot-yield).
+    invisible to mmu_notifiers, so that zap must not drop mmu_lock -- that is the
+    root-lifetime-v5.17 variant (tdp_mmu_put_last_root_v5_17), whose unyielding zap
+    is catalogue put-root-zap-cannot-yield.
     Returns: nothing.  No TLB flush (the vCPUs that used it loaded another root).
     """
     shared = not lockdep_is_held_type(kvm.mmu_lock, "write")
-    if traps.defect("put-root-zap-cannot-yield"):
-        spin_lock(kvm.arch.tdp_mmu_pages_lock)
-        kvm.arch.tdp_mmu_roots.list_del_rcu(root)
-        spin_unlock(kvm.arch.tdp_mmu_pages_lock)
-        tdp_mmu_zap_root_cannot_yield(kvm, root, shared)
-        call_rcu(tdp_mmu_free_sp_rcu_callback(root), "tdp_mmu_free_sp_rcu_callback")
-        return
     if not root_is_invalid(root):
         # written under the read lock too (a yield-safe walker's put may be the last):
         # in R every access to role.invalid is marked (see root_is_invalid)
@@ -1219,22 +1215,6 @@ def tdp_mmu_put_last_root_ref_zaps(kvm, root: KvmMmuPage) -> None:
     kvm.arch.tdp_mmu_roots.list_del_rcu(root)
     spin_unlock(kvm.arch.tdp_mmu_pages_lock)
     call_rcu(tdp_mmu_free_sp_rcu_callback(root), "tdp_mmu_free_sp_rcu_callback")
-
-
-@requires("shared", taken=("rcu",), kernel="tdp_mmu.c (v5.13-v5.17)")
-def tdp_mmu_zap_root_cannot_yield(kvm, root: KvmMmuPage, shared: bool) -> None:
-    """v5.13-v5.17 put_root's ``zap_gfn_range(kvm, root, 0, -1ull, false, false, shared)``:
-    every present top-level entry zapped, its subtree torn down by handle_removed_pt,
-    never yielding.
-
-    Requires: mmu_lock per ``shared``; takes RCU.
-    """
-    rcu_read_lock()
-    for iter in for_each_tdp_pte_min_level_all(kvm, root, root.role.level):
-        while S.is_shadow_present_pte(iter.old_spte):  # "retry:"
-            if tdp_mmu_zap_entry(kvm, iter, shared):
-                break
-    rcu_read_unlock()
 
 
 @requires("write", yields=True)

@@ -70,11 +70,11 @@ register_catalogue_defect(
     "SoftLockup", ["mmu-large-guest-migration"],
     fix='8351779ce65f "KVM: x86/mmu: Allow yielding when zapping GFNs for defunct TDP MMU '
         'root" (Paolo Bonzini, Sean Christopherson, Mar 2022, v5.18)',
-    description="On design R (last-put-zaps-root: roots hold only the vCPUs' references, "
-                "v5.13-v6.3) kvm_tdp_mmu_put_root unlinks the root and then zaps all of it "
-                "with can_yield = false (v5.13-v5.17): KVM_SET_SREGS on the only vCPU of a "
-                "large guest zaps its whole root in one go while the host's mmu_notifier "
-                "spins on mmu_lock.")
+    description="The v5.13-v5.17 root lifetime (variant root-lifetime-v5.17: roots hold "
+                "only the vCPUs' references, design R before this fix): "
+                "kvm_tdp_mmu_put_root unlinks the root and then zaps all of it with "
+                "can_yield = false: KVM_SET_SREGS on the only vCPU of a large guest zaps "
+                "its whole root in one go while the host's mmu_notifier spins on mmu_lock.")
 
 
 # -- A3. TLB flushing ----------------------------------------------------------------
