@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tdpmmu.mmu import guest_access, kvm_destroy_vm, kvm_zap_gfn_range, WRITE_ACCESS
+from tdpmmu.mmu import guest_access, kvm_destroy_vm, kvm_mmu_zap_all, kvm_zap_gfn_range, WRITE_ACCESS
 from tdpmmu.mmu import spte as S
 from tdpmmu.sync import leak_check, rcu_pending_callbacks
 
@@ -15,7 +15,7 @@ from mmu_helpers import add_slot, count_tables, leaf_sptes, run_single, vcpu
 NPAGES = 4 * 512
 
 
-def workload(gfns, zaps, backing):
+def workload(gfns, zaps, backing, zap_all=False):
     def body(kvm):
         add_slot(kvm, npages=NPAGES, backing=backing)
         v = vcpu(kvm)
@@ -26,6 +26,9 @@ def workload(gfns, zaps, backing):
             kvm_zap_gfn_range(kvm, start, start + length)
             snaps.append((leaf_sptes(kvm, v.root), count_tables(kvm, v.root),
                           kvm.stat.to_dict(), kvm.arch.tdp_mmu_pages))
+        if zap_all:                                 # the whole-root zap, VM still alive
+            kvm_mmu_zap_all(kvm)
+            snaps.append((kvm.stat.to_dict(), kvm.arch.tdp_mmu_pages, rcu_pending_callbacks()))
         kvm_destroy_vm(kvm)
         snaps.append((kvm.stat.to_dict(), kvm.arch.tdp_mmu_pages, rcu_pending_callbacks(),
                        [p.name for p in leak_check()]))
@@ -36,10 +39,10 @@ def workload(gfns, zaps, backing):
 @settings(max_examples=25, deadline=None)
 @given(gfns=st.lists(st.integers(0, NPAGES - 1), min_size=1, max_size=40),
        zaps=st.lists(st.tuples(st.integers(0, NPAGES - 1), st.integers(1, NPAGES)), max_size=3),
-       backing=st.sampled_from([S.PG_LEVEL_4K, S.PG_LEVEL_2M]))
-def test_bulk_and_per_entry_paths_agree(gfns, zaps, backing):
-    bulk, rb = run_single(workload(gfns, zaps, backing))                 # free run: bulk
-    fine, rf = run_single(workload(gfns, zaps, backing), tracing=True)   # per entry
+       backing=st.sampled_from([S.PG_LEVEL_4K, S.PG_LEVEL_2M]), zap_all=st.booleans())
+def test_bulk_and_per_entry_paths_agree(gfns, zaps, backing, zap_all):
+    bulk, rb = run_single(workload(gfns, zaps, backing, zap_all))                # bulk
+    fine, rf = run_single(workload(gfns, zaps, backing, zap_all), tracing=True)  # per entry
     assert bulk == fine
 
 

@@ -697,6 +697,9 @@ def __tdp_mmu_zap_root(kvm, root: KvmMmuPage, shared: bool, zap_level: int) -> N
             if bulk and iter.level == S.PG_LEVEL_4K and iter.idx == 0:
                 _bulk_zap_leaf_table(kvm, iter)         # free run: the whole 4K table
                 break
+            if bulk and iter.level == S.PG_LEVEL_2M and zap_level >= S.PG_LEVEL_2M:
+                _bulk_zap_table_entries(kvm, iter, shared)  # free run: the rest of it
+                break
             if not S.is_shadow_present_pte(iter.old_spte) or iter.level > zap_level:
                 break
             if tdp_mmu_zap_entry(kvm, iter, shared):
@@ -814,6 +817,25 @@ def tdp_mmu_zap_leafs(kvm, root: KvmMmuPage, start: int, end: int, can_yield: bo
             flush = True
     rcu_read_unlock()
     return flush
+
+
+@transparent
+def _bulk_zap_table_entries(kvm, iter: TdpIter, shared: bool) -> None:
+    """Free-run only: zap every present entry of the iterator's table from its entry on
+    (2M leaves, or links to 4K tables the 4K pass emptied) in one step, with the
+    per-entry bookkeeping (handle_changed_spte frees each linked table); leave the
+    iterator on the last entry."""
+    pt, first, last, a = _bulk_rest_of_table(iter, 1 << 62, "zap*")
+    level = iter.level
+    span = S.KVM_PAGES_PER_HPAGE(level)
+    base = iter.gfn - first * span
+    nonpresent = S.SHADOW_NONPRESENT_VALUE
+    for i in np.flatnonzero(a[first:] & np.uint64(S.SPTE_MMU_PRESENT_MASK)).tolist():
+        i += first
+        old = int(a[i])
+        a[i] = nonpresent
+        handle_changed_spte(kvm, iter.as_id, base + i * span, old, nonpresent, level, shared)
+    _iter_jump(iter, last, int(a[last]))
 
 
 @transparent
