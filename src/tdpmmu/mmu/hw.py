@@ -14,8 +14,13 @@ wait for vCPUs to leave guest mode.
 
 A TLB caches the final translation of a walk (gfn at the leaf's level -> pfn,
 writable, executable) until the vCPU flushes it (KVM_REQ_TLB_FLUSH, or loading a new
-root).  Deviates: no paging-structure caches; a TLB is tagged by nothing (each vCPU
-flushes on root load, as KVM does).
+root).  Beside it, the paging-structure caches (SDM 4.10.3 / 28.4.2): every non-leaf
+entry a walk used is kept as the table it points to, tagged by the root (the EPTP), and
+the next walk of an address under it starts at the deepest cached table without reading
+the entries above -- so a table KVM unlinked stays reachable by the vCPU until its next
+flush, which is why KVM must flush before a freed table can be reused (before it leaves
+the RCU read-side section that defers the free).  Deviates: the TLB is tagged by nothing
+(each vCPU flushes on root load, as KVM does); Accessed bits are set on the leaf only.
 """
 
 from __future__ import annotations
@@ -61,11 +66,14 @@ class TlbEntry:
 
 
 class Tlb:
-    """One vCPU's TLB: translations by (level-aligned gfn, level)."""
+    """One vCPU's TLB: translations by (level-aligned gfn, level); and its
+    paging-structure caches (``psc``): (root table, level, gfn >> 9 * level) -> the page
+    table of that level covering the gfn, as a walk found it."""
 
     def __init__(self, vcpu: KvmVcpu):
         self.vcpu = vcpu
         self.entries: dict[tuple[int, int], TlbEntry] = {}
+        self.psc: dict[tuple[object, int, int], object] = {}
         self.flushes = 0
 
     def lookup(self, gfn: int) -> TlbEntry | None:
@@ -80,6 +88,7 @@ class Tlb:
 
     def flush(self) -> None:
         self.entries.clear()
+        self.psc.clear()
         self.flushes += 1
 
 
@@ -128,8 +137,16 @@ def hardware_walk(vcpu: KvmVcpu, gfn: int, access: str):
     kvm = vcpu.kvm
     m = kvm.masks
     root = vcpu.root
-    pt = root.spt
-    level = root.role.level
+    top = root.spt
+    psc = vcpu.tlb.psc
+    pt = None
+    for level in range(1, root.role.level):     # the deepest cached table first
+        pt = psc.get((top, level, gfn >> (9 * level)))
+        if pt is not None:
+            break
+    if pt is None:
+        pt = top
+        level = root.role.level
     pt_by_pfn = kvm.pt_by_pfn
     while True:
         idx = (gfn >> (9 * (level - 1))) & 511
@@ -144,6 +161,7 @@ def hardware_walk(vcpu: KvmVcpu, gfn: int, access: str):
             break
         pt = pt_by_pfn[(spte & S.SPTE_BASE_ADDR_MASK) >> 12].spt
         level -= 1
+        psc[(top, level, gfn >> (9 * level))] = pt     # the paging-structure cache
     writable = S.is_writable_pte(spte)
     executable = S.is_executable_pte(spte, m)
     if (access == WRITE_ACCESS and not writable) or (access == EXEC_ACCESS and not executable):

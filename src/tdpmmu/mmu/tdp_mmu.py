@@ -647,9 +647,17 @@ def tdp_mmu_iter_cond_resched(kvm, iter: TdpIter, flush: bool, shared: bool) -> 
     WARN(iter.yielded, "KVM_MMU_WARN_ON in tdp_mmu_iter_cond_resched: already yielded")
     if not tdp_mmu_iter_need_resched(kvm, iter):
         return False
-    if flush and not traps.defect("cond-resched-skips-flush"):
-        _mmu_c.kvm_flush_remote_tlbs(kvm)
-    rcu_read_unlock()
+    if traps.defect("flush-after-rcu-unlock"):
+        # before bd29677952fa: RCU was left first, so the grace period deferring the
+        # free of a table unlinked by this walk could end while vCPUs still had it in
+        # their paging-structure caches
+        rcu_read_unlock()
+        if flush:
+            _mmu_c.kvm_flush_remote_tlbs(kvm)
+    else:
+        if flush and not traps.defect("cond-resched-skips-flush"):
+            _mmu_c.kvm_flush_remote_tlbs(kvm)
+        rcu_read_unlock()
     if shared:
         yielded = kvm.mmu_lock.cond_resched_rwlock_read()
     else:

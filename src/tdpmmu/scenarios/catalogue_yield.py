@@ -1,32 +1,14 @@
 """Catalogue defects (shared/reference/bugs.md), group yield: see catalogue.py.
 
-A2 (the iterator and yielding) and A3 (a flush lost across roots); Part B's
-flush-after-rcu-unlock is out of scope (see OUT_OF_SCOPE).  The A2 entries are found by the watchdogs (sync/watchdog.py)
-on the long walks of mmu-large-guest-migration (mmu_yield.py).
+A2 (the iterator and yielding), A3 (a flush lost across roots) and Part B's
+flush-after-rcu-unlock (found through the hardware model's paging-structure caches on
+mmu-migration-end-vs-access).  The A2 entries are found by the watchdogs
+(sync/watchdog.py) on the long walks of mmu-large-guest-migration (mmu_yield.py).
 """
 
 from __future__ import annotations
 
 from .registry import register_catalogue_defect, register_defect
-
-#: catalogue id -> why the model does not re-introduce it
-OUT_OF_SCOPE: dict[str, str] = {
-    "flush-after-rcu-unlock": (
-        "The only N path that frees a page table with a TLB flush still pending at a yield "
-        "is in-place huge-page recovery (recover_huge_pages_range passes flush=true to "
-        "tdp_mmu_iter_cond_resched); the range zaps that did so in 2021 now zap leaves "
-        "only.  The model's hardware walker has no paging-structure caches: the stale "
-        "pointer exists only while a vCPU's walk is between reading the parent entry and "
-        "reading the table, so the use-after-free needs that walk, the recovery, a yield "
-        "right after it with RCU left first, and a whole grace period plus its callback, "
-        "all inside that one gap.  The re-introduced defect (rcu_read_unlock before "
-        "kvm_flush_remote_tlbs) was not found in 300 PCT + 300 random schedules of "
-        "mmu-eager-split-vs-fault-vs-zap even with a two-huge-page slot (the recovery "
-        "itself is rarely reached there); a scenario that forces it would exist only for "
-        "this bug, and a faithful one needs paging-structure caches in mmu/hw.py "
-        "(a cached upper-level entry kept until the vCPU's next flush)."),
-}
-
 
 # -- A2. the iterator and yielding ---------------------------------------------------
 
@@ -91,3 +73,20 @@ register_catalogue_defect(
                 "own, drops mmu_lock without flushing, and a vCPU keeps using the zapped "
                 "translation from its TLB.  (cond-resched-skips-flush is the model's "
                 "negative control of the same flush-before-yield rule within one root.)")
+
+
+# -- B8. the flush before leaving RCU --------------------------------------------------
+
+register_catalogue_defect(
+    "flush-after-rcu-unlock",
+    "a yielding walk leaves the RCU read-side section before its pending TLB flush",
+    "UseAfterFree", ["mmu-migration-end-vs-access"],
+    fix='bd29677952fa "KVM: x86/mmu: Do remote TLB flush before dropping RCU in TDP MMU '
+        'resched" (Sean Christopherson, Nov 2021)',
+    description="tdp_mmu_iter_cond_resched calls rcu_read_unlock and only then "
+                "kvm_flush_remote_tlbs.  Huge-page recovery (logging turned off at the end "
+                "of a migration) has replaced a page table by a huge SPTE, the table's "
+                "free deferred to RCU and the flush to the yield; while the flush waits "
+                "for the vCPUs to leave guest mode the grace period ends and the table is "
+                "freed, and a vCPU's next walk starts from its paging-structure cache, "
+                "which still points into it.")

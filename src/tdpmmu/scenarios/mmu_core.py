@@ -962,12 +962,13 @@ register_defect("split-alloc-under-mmu-lock", "eager splitting allocates page ta
                 "mmu_lock held", "SleepInAtomic", ["mmu-eager-split-vs-fault-vs-zap"],
                 "tdp_mmu_split_huge_pages_root calls the sleeping GFP_KERNEL allocation "
                 "without dropping mmu_lock and RCU first.", source=NEG)
-register_defect("recover-skips-flush", "huge-page recovery does not flush", "TlbIncoherence",
+register_defect("recover-skips-flush", "huge-page recovery does not flush", "UseAfterFree",
                 ["mmu-eager-split-vs-fault-vs-zap"],
                 "recover_huge_pages_range replaces page tables by huge SPTEs and frees the "
-                "tables without kvm_flush_remote_tlbs_memslot: a vCPU keeps writing through a "
-                "cached 4K translation the new huge SPTE does not grant (and the hardware "
-                "may still walk the freed table).", source=NEG)
+                "tables without kvm_flush_remote_tlbs_memslot: a vCPU's paging-structure "
+                "cache still points into a freed table and its next walk reads it (or it "
+                "keeps writing through a cached 4K translation the new huge SPTE does not "
+                "grant: TlbIncoherence).", source=NEG)
 register_defect("disable-logging-no-recovery", "disabling dirty logging leaves the slot "
                 "mapped at 4K", "none", [],
                 "A broken variant for the dirty_log_page_splitting_test port: "

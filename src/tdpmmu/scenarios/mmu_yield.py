@@ -9,7 +9,8 @@ fault path, one page per page table.
 
 from __future__ import annotations
 
-from ..mmu import READ_ACCESS, guest_access, kvm_create_vcpu, kvm_create_vm, kvm_set_memory_region
+from ..mmu import (READ_ACCESS, WRITE_ACCESS, guest_access, kvm_create_vcpu, kvm_create_vm,
+                   kvm_set_memory_region)
 from ..mmu import spte as S
 from ..mmu.mmu import kvm_get_dirty_log_protect, kvm_host_remap_gfn, kvm_mmu_unload
 from ..sync import Completion, mutex_lock, mutex_unlock
@@ -74,3 +75,38 @@ def mmu_large_guest_migration(tables: int = 16, hints: int = 2):
 
     return run_flows(kvm, lambda _v: vcpu, vmm=vmm, balloon=balloon)
 
+
+
+@scenario("mmu-migration-end-vs-access", tags=MMU, dfs_bound=1, max_steps=80_000,
+          key_branches=("huge-page-recovered", "yield-mid-walk"))
+def mmu_migration_end_vs_access(regions: int = 3, vcpus: int = 2):
+    """The end (or the cancellation) of a live migration on 2M-backed memory: dirty
+    logging has the guest mapped at 4K, and the VMM turns it off, so KVM recovers the
+    huge pages in place (kvm_mmu_recover_huge_pages under the read lock, one page table
+    at a time, flushing before it yields and at the end) while the vCPUs keep running:
+    in every 2 MiB region each reads a page it has not touched yet (a TLB miss: the walk
+    starts from the paging-structure cache its earlier walks filled) and writes again
+    one it had."""
+    from ..mmu.kvm import KVM_MEM_LOG_DIRTY_PAGES
+    kvm = kvm_create_vm()
+    kvm_set_memory_region(kvm, 0, 0, 0, regions * TABLE, S.PG_LEVEL_2M,
+                          flags=KVM_MEM_LOG_DIRTY_PAGES)
+    slot = kvm.memslots[0][0]
+    for _ in range(vcpus):
+        kvm_create_vcpu(kvm)
+    for v in kvm.vcpus:                     # migrated so far: written at 4K (logging on)
+        for r in range(regions):
+            guest_access(v, (r * TABLE + 16 * v.vcpu_id) << S.PAGE_SHIFT, WRITE_ACCESS)
+
+    def vcpu_body(v):
+        def run():
+            for r in range(regions):
+                gfn = r * TABLE + 16 * v.vcpu_id
+                guest_access(v, (gfn + 1) << S.PAGE_SHIFT, READ_ACCESS)
+                guest_access(v, gfn << S.PAGE_SHIFT, WRITE_ACCESS)
+        return run
+
+    def vmm():
+        enable_dirty_logging(kvm, slot, False)   # huge pages recovered in place
+
+    return run_flows(kvm, vcpu_body, vmm=vmm)
