@@ -61,6 +61,6 @@ def test_leaving_rcu_before_the_pending_flush_is_a_use_after_free(strategy):
     freed by the grace period while a vCPU's paging-structure cache still points into
     it; the walk that uses it is the use-after-free."""
     r = tdpmmu.explore(SCENARIO, strategy=strategy, schedules=1000, seed=0,
-                       defects=["flush-after-rcu-unlock"])
+                       defects=["flush-after-rcu-unlock"], stop_on_first=True)
     assert r.failures and r.failures[0].category == "UseAfterFree"
     assert "hardware_walk" in tdpmmu.render_failure(r.failures[0])
