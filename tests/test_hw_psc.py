@@ -50,7 +50,7 @@ def test_a_walk_uses_the_cached_table_until_the_vcpu_flushes():
 
 def test_the_migration_end_scenario_is_clean_and_reaches_its_branches():
     for strategy in ("pct", "random"):
-        r = tdpmmu.explore(SCENARIO, strategy=strategy, schedules=200, seed=1)
+        r = tdpmmu.explore(SCENARIO, strategy=strategy, schedules=100, seed=1)
         assert r.failures == [], tdpmmu.render_failure(r.failures[0])
         assert r.coverage.get("huge-page-recovered") and r.coverage.get("yield-mid-walk")
 
@@ -61,6 +61,7 @@ def test_leaving_rcu_before_the_pending_flush_is_a_use_after_free(strategy):
     freed by the grace period while a vCPU's paging-structure cache still points into
     it; the walk that uses it is the use-after-free."""
     r = tdpmmu.explore(SCENARIO, strategy=strategy, schedules=1000, seed=0,
-                       defects=["flush-after-rcu-unlock"], stop_on_first=True)
+                       defects=["flush-after-rcu-unlock"], stop_on_first=True,
+                       shrink=False)       # (shrinking is the catalogue test's)
     assert r.failures and r.failures[0].category == "UseAfterFree"
     assert "hardware_walk" in tdpmmu.render_failure(r.failures[0])
