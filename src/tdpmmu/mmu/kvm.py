@@ -85,7 +85,7 @@ class DirtyBitmap:
     harvest is a vectorised operation (``mask``) and ``set_bit`` a plain store.
 
     Behaves as the set of dirty gfns for everything else: ``add``/``discard``, ``in``,
-    ``len``, iteration in gfn order, ``==`` against a set, ``difference_update``.  A
+    ``len``, iteration in gfn order, ``==`` against a set.  A
     MOVE keeps the bits, rebased (``rebased``), as kvm_prepare_memory_region keeps
     ``old->dirty_bitmap``."""
 
@@ -142,11 +142,6 @@ class DirtyBitmap:
     def discard(self, gfn: int) -> None:
         if self.base_gfn <= gfn < self.base_gfn + self.npages:
             self.bits[gfn - self.base_gfn] = 0
-
-    def difference_update(self, gfns) -> None:
-        other = gfns if isinstance(gfns, DirtyBitmap) else DirtyBitmap.from_gfns(
-            self.base_gfn, self.npages, gfns)
-        self.mask[other.mask_for(self.base_gfn, self.npages)] = False
 
     def gfns(self) -> np.ndarray:
         """The set gfns, ascending (int64)."""

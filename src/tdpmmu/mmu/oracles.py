@@ -314,9 +314,7 @@ def note_guest_write(vcpu, gfn: int) -> None:
 def _slot_mask(slot, gfns) -> np.ndarray:
     """``gfns`` (a DirtyBitmap, or an iterable of gfns) as a bool array over the slot."""
     from .kvm import DirtyBitmap
-    if not isinstance(gfns, DirtyBitmap):
-        gfns = DirtyBitmap.from_gfns(slot.base_gfn, slot.npages, gfns)
-    return gfns.mask_for(slot.base_gfn, slot.npages)
+    return DirtyBitmap.from_gfns(slot.base_gfn, slot.npages, gfns).mask
 
 
 def _report_lost(log: DirtyWriteLog, base: int, lost: np.ndarray, steps, who, why: str) -> None:

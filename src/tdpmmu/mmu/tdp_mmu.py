@@ -833,10 +833,9 @@ def _bulk_zap_table_entries(kvm, iter: TdpIter, shared: bool) -> None:
     (2M leaves, or links to 4K tables the 4K pass emptied) in one step, with the
     per-entry bookkeeping (handle_changed_spte frees each linked table); leave the
     iterator on the last entry."""
-    pt, first, last, a = _bulk_rest_of_table(iter, 1 << 62, "zap*")
+    pt, first, last, base, a = _bulk_rest_of_table(iter, 1 << 62, "zap*")
     level = iter.level
     span = S.KVM_PAGES_PER_HPAGE(level)
-    base = iter.gfn - first * span
     nonpresent = S.SHADOW_NONPRESENT_VALUE
     for i in np.flatnonzero(a[first:] & np.uint64(S.SPTE_MMU_PRESENT_MASK)).tolist():
         i += first
@@ -861,11 +860,7 @@ def _bulk_zap_leaf_table(kvm, iter: TdpIter) -> bool:
     if n:
         a[present] = np.uint64(S.SHADOW_NONPRESENT_VALUE)
         kvm_update_page_stats(kvm, S.PG_LEVEL_4K, -n)
-    watchdog_work(S.SPTE_ENT_PER_PAGE - 1 - iter.idx)
-    iter.idx = S.SPTE_ENT_PER_PAGE - 1
-    iter.gfn += S.SPTE_ENT_PER_PAGE - 1
-    iter.next_last_level_gfn = iter.gfn
-    iter.old_spte = int(a[-1])
+    _iter_jump(iter, S.SPTE_ENT_PER_PAGE - 1, int(a[-1]))
     return n > 0
 
 
@@ -1963,16 +1958,17 @@ def tdp_mmu_split_huge_pages_root(kvm, root: KvmMmuPage, start: int, end: int,
 
 
 def _bulk_rest_of_table(iter: TdpIter, end: int, verb: str):
-    """Free-run only: one step (an RMW ``verb``) over the iterator's table of 2M entries
-    from its entry to the last one before ``end``.  Returns (table, first index, last
-    index, the table's SPTEs as a writable numpy array)."""
+    """Free-run only: one step (an RMW ``verb``) over the iterator's table from its entry
+    to the last one before ``end``.  Returns (table, first index, last index, the gfn
+    of entry 0, the table's SPTEs as a writable numpy array)."""
     pt = iter.pt
     first = iter.idx
-    last = min(S.SPTE_ENT_PER_PAGE - 1, first + (end - 1 - iter.gfn) // S.SPTE_ENT_PER_PAGE)
+    span = S.KVM_PAGES_PER_HPAGE(iter.level)
+    last = min(S.SPTE_ENT_PER_PAGE - 1, first + (end - 1 - iter.gfn) // span)
     traps.schedule_point((RMW, pt, verb, first))
     if pt.freed:
         pt.read_once(first)                 # reports the use-after-free
-    return pt, first, last, np.frombuffer(pt.vals, dtype=np.uint64)
+    return pt, first, last, iter.gfn - first * span, np.frombuffer(pt.vals, dtype=np.uint64)
 
 
 #: defects in the split path's own steps: the free-run bulk split leaves them to it
@@ -1990,7 +1986,7 @@ def _bulk_split_huge_leaf_table(kvm, iter: TdpIter, shared: bool, end: int) -> b
     what their leaf mapped with its rights (the same translation: no flush, as in the
     per-entry path).  Returns False, with nothing changed, when an allocation fails
     (the per-entry path then takes over and reports -ENOMEM)."""
-    pt, first, last, a = _bulk_rest_of_table(iter, end, "split*")
+    pt, first, last, base, a = _bulk_rest_of_table(iter, end, "split*")
     w = a[first:last + 1]
     huge = np.flatnonzero(((w & np.uint64(S.SPTE_MMU_PRESENT_MASK)) != 0)
                           & ((w & np.uint64(S.PT_PAGE_SIZE_MASK)) != 0)) + first
@@ -2017,7 +2013,6 @@ def _bulk_split_huge_leaf_table(kvm, iter: TdpIter, shared: bool, end: int) -> b
                            for old in a[huge].tolist()], dtype=np.uint64)
         children = child0[:, None] | (_SPLIT_INDEX * step)[None, :]
         role = sptep_to_sp(kvm, pt).role
-        base = iter.gfn - first * S.SPTE_ENT_PER_PAGE
         links = np.empty(n, dtype=np.uint64)
         for k, (i, sp) in enumerate(zip(huge.tolist(), sps)):
             tdp_mmu_init_sp(sp, (pt, i), base + i * S.SPTE_ENT_PER_PAGE, role.child())
@@ -2145,9 +2140,8 @@ def _bulk_recover_huge_leaf_table(kvm, iter: TdpIter, slot, start: int, end: int
     the table's first present leaf, with the same bookkeeping (handle_changed_spte
     frees the table).  Leaves the iterator on the last entry.  Returns whether anything
     was recovered (the caller flushes)."""
-    pt, first, last, a = _bulk_rest_of_table(iter, end, "recover*")
+    pt, first, last, base, a = _bulk_rest_of_table(iter, end, "recover*")
     level = S.PG_LEVEL_2M
-    base = iter.gfn - first * S.SPTE_ENT_PER_PAGE
     present = np.uint64(S.SPTE_MMU_PRESENT_MASK)
     nxw = kvm.nx_huge_page_workaround_enabled
     recovered = False
