@@ -32,3 +32,12 @@ def test_bugs_benchmark_json():
     assert row["pct"]["found"] == "2/2" and row["dfs"]["found"] == "1/1"
     assert doc["summary"]["median_ratio"] is not None
     assert "median_ratio_interleaving_dependent" in doc["summary"]
+
+
+def test_model_benchmark_json_keys():
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "model.py"), "--json",
+                          "--quick"], check=True, capture_output=True, text=True)
+    doc = json.loads(out.stdout)
+    for key in ("baseline_step_us", "fault_us", "faithful_fault_us", "zap_range_ms_per_gib",
+                "teardown_ms_per_gib", "enable_split_ms_per_gib", "dirty_fast_fault_us"):
+        assert key in doc and doc[key] > 0

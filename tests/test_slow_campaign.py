@@ -1,34 +1,45 @@
-"""Slow tier: the correct model survives >= 100,000 schedules across every default
-scenario with zero violations (and its racy branches are reached).
+"""Slow tier: README command 1's main job, as installed -- ``tdpmmu check`` on its
+default budget (PCT, random and bounded DFS over every default scenario) -- explores
+>= 100,000 schedules on the correct model with zero violations, and reaches every
+scenario's racy branches.
 
-The per-scenario budgets keep the tier within CI's time (28 ``mmu-*`` flows at ~4 ms an
-execution); the million-schedule campaign recorded in the README is the full evidence."""
+This is the run CI relies on for the main job (``.ci/run`` installs, then runs this
+suite: the check is not run a second time outside it).  The million-schedule campaign
+recorded in the README is the full evidence."""
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
+import sys
+
 import pytest
 
-from tdpmmu.explore.campaign import Job, run_campaign
 from tdpmmu.scenarios import default_scenarios
 
-MMU_PER_STRATEGY = 1_200
-SYNC_PER_STRATEGY = 3_000
+
+def _tdpmmu() -> list[str]:
+    exe = shutil.which("tdpmmu")
+    return [exe] if exe else [sys.executable, "-m", "tdpmmu"]
 
 
 @pytest.mark.slow
-def test_hundred_thousand_schedules_without_a_violation():
-    plan = []
-    for i, sc in enumerate(default_scenarios()):
-        n = MMU_PER_STRATEGY if "mmu" in sc.tags else SYNC_PER_STRATEGY
-        for strategy in ("pct", "random"):
-            plan.append(Job(sc.name, strategy, n, seed=1000 + i))
-    total = sum(j.schedules for j in plan)
-    assert total >= 100_000
-    results = run_campaign(plan)
-    assert sum(r.executions for r in results) == total
-    bad = [(r.scenario, r.strategy, f.category, f.message) for r in results for f in r.failures]
+def test_the_default_check_explores_a_hundred_thousand_schedules_without_a_violation():
+    proc = subprocess.run(_tdpmmu() + ["check", "--json"], capture_output=True, text=True,
+                          timeout=1800)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    doc = json.loads(proc.stdout)
+    runs = doc["runs"]
+    assert doc["exit_code"] == 0 and doc["budget"] == 1000
+    total = sum(r["executions"] for r in runs)
+    assert total >= 100_000, total
+    bad = [(r["scenario"], r["strategy"], f["category"]) for r in runs for f in r["failures"]]
     assert not bad, bad
+    assert {r["scenario"] for r in runs} == {sc.name for sc in default_scenarios()}
     for sc in default_scenarios():
-        runs = [r for r in results if r.scenario == sc.name]
+        mine = [r for r in runs if r["scenario"] == sc.name]
+        assert sorted(r["strategy"].split("(")[0] for r in mine) == ["dfs", "pct", "random"]
+        cov = [r["coverage"] for r in mine]
         for branch in sc.key_branches:
-            assert any(r.coverage.get(branch) for r in runs), (sc.name, branch)
+            assert any(c.get(branch) for c in cov), (sc.name, branch)

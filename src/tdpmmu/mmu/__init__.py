@@ -6,7 +6,7 @@ Modules mirror the kernel's files: ``spte`` (spte.h/spte.c), ``tdp_iter``
 (the declared lock requirements behind ``tdpmmu locks``).
 """
 
-from . import spte  # noqa: F401
+from . import fastpath, spte  # noqa: F401
 from .hw import (EXEC_ACCESS, READ_ACCESS, WRITE_ACCESS, guest_access,  # noqa: F401
                  kvm_smm_transition)
 from .kvm import Kvm, KvmMemorySlot, KvmVcpu  # noqa: F401

@@ -26,9 +26,10 @@ the RCU read-side section that defers the free).  Deviates: the TLB is tagged by
 from __future__ import annotations
 
 from ..runtime import traps
+from ..runtime.errors import ModelInternalError
 from ..runtime.ops import READ, WRITE
 from ..sync import cond_resched, srcu_read_lock, srcu_read_unlock
-from . import oracles
+from . import fastpath, oracles
 from . import spte as S
 from .kvm import KVM_REQ_MMU_FREE_OBSOLETE_ROOTS, KVM_REQ_TLB_FLUSH, KvmVcpu
 from .mmu import (IN_GUEST_MODE, OUTSIDE_GUEST_MODE, kvm_check_request, kvm_request_pending,
@@ -41,6 +42,9 @@ from .mmu_internal import (PFERR_FETCH_MASK, PFERR_PRESENT_MASK, PFERR_RSVD_MASK
 READ_ACCESS = "r"
 WRITE_ACCESS = "w"
 EXEC_ACCESS = "x"
+#: a guest access's scheduling point when not tracing (no per-access label)
+_ACCESS_OPS = {a: (WRITE if a == WRITE_ACCESS else READ, None, f"guest {a}", None)
+               for a in (READ_ACCESS, WRITE_ACCESS, EXEC_ACCESS)}
 #: hardware_walk's answer for an MMIO SPTE (an EPT misconfiguration / reserved-bit NPF)
 MMIO = "mmio"
 
@@ -65,6 +69,10 @@ class TlbEntry:
                 f"{' W' if self.writable else ''}{' X' if self.executable else ''}>")
 
 
+_ALIGN_2M = -S.KVM_PAGES_PER_HPAGE(S.PG_LEVEL_2M)
+_ALIGN_1G = -S.KVM_PAGES_PER_HPAGE(S.PG_LEVEL_1G)
+
+
 class Tlb:
     """One vCPU's TLB: translations by (level-aligned gfn, level); and its
     paging-structure caches (``psc``): (root table, level, gfn >> 9 * level) -> the page
@@ -77,11 +85,10 @@ class Tlb:
         self.flushes = 0
 
     def lookup(self, gfn: int) -> TlbEntry | None:
-        for level in (S.PG_LEVEL_4K, S.PG_LEVEL_2M, S.PG_LEVEL_1G):
-            e = self.entries.get((S.gfn_round_for_level(gfn, level), level))
-            if e is not None:
-                return e
-        return None
+        """The entry for ``gfn`` at 4K, else 2M, else 1G."""
+        get = self.entries.get
+        return (get((gfn, S.PG_LEVEL_4K)) or get((gfn & _ALIGN_2M, S.PG_LEVEL_2M))
+                or get((gfn & _ALIGN_1G, S.PG_LEVEL_1G)))
 
     def insert(self, e: TlbEntry) -> None:
         self.entries[(e.gfn, e.level)] = e
@@ -121,9 +128,10 @@ def vcpu_exit_guest(vcpu: KvmVcpu) -> None:
         vmx_flush_pml_buffer(vcpu)
     vcpu.mode.write_once(0, OUTSIDE_GUEST_MODE)
     vcpu.guest_exits += 1
-    waiters, vcpu.guest_exit_waiters = vcpu.guest_exit_waiters, []
-    for t in waiters:
-        traps.wake(t)
+    if vcpu.guest_exit_waiters:
+        waiters, vcpu.guest_exit_waiters = vcpu.guest_exit_waiters, []
+        for t in waiters:
+            traps.wake(t)
 
 
 @requires("none")
@@ -151,11 +159,13 @@ def hardware_walk(vcpu: KvmVcpu, gfn: int, access: str):
     while True:
         idx = (gfn >> (9 * (level - 1))) & 511
         spte = pt.read_once(idx)
+        if S.is_mmio_spte(spte, m):
+            # EPT misconfiguration (W|X without R) / NPT reserved-bit fault (bit 51 with
+            # P set: the NPT MMIO SPTE is *present* to the CPU): KVM emulates the access
+            return MMIO
         if not spte & S.PT_PRESENT_MASK:
             # not present to the CPU (EPT: R clear -- includes access-tracked SPTEs,
             # whose R/X bits KVM saved and cleared; NPT: P clear)
-            if S.is_mmio_spte(spte, m):
-                return MMIO           # EPT misconfig: KVM emulates the MMIO access
             return 0
         if level == 1 or spte & S.PT_PAGE_SIZE_MASK:
             break
@@ -210,6 +220,10 @@ def guest_access(vcpu: KvmVcpu, gpa: int, access: str = READ_ACCESS) -> int | No
     livelock, caught by the step bound.
     """
     gfn = gpa >> S.PAGE_SHIFT
+    if fastpath.enabled():
+        pfn = _free_run_fault_access(vcpu, gfn, access)
+        if pfn is not None:
+            return pfn
     while True:
         vcpu_enter_guest(vcpu)
         e = vcpu.tlb.lookup(gfn)
@@ -238,16 +252,84 @@ def guest_access(vcpu: KvmVcpu, gpa: int, access: str = READ_ACCESS) -> int | No
                     return None       # emulated (MMIO, or a write-tracked page)
                 cond_resched()
                 continue
-        pfn = e.pfn + (gfn - e.gfn)
+        return _complete_access(vcpu, e, gfn, access)
+
+
+def _free_run_fault_access(vcpu: KvmVcpu, gfn: int, access: str) -> int | None:
+    """Free-run only (mmu/fastpath.py): an access whose TLB lookup misses and whose
+    fault the fast path can do, completed in one step -- the first walk and its EPT
+    violation, the fault, the retried walk with its A/D assist and TLB fill, the access.
+    Returns the pfn reached, or None (nothing changed: take the faithful path)."""
+    tlb = vcpu.tlb
+    e = tlb.lookup(gfn)
+    if e is not None and _allowed(e, access):
+        return None                         # a TLB hit: no fault to do
+    write = access == WRITE_ACCESS
+    walk = fastpath.free_run_fault_walk(vcpu, gfn, write, access == EXEC_ACCESS)
+    if walk is None:
+        return None
+    root = vcpu.root
+    top = root.spt
+    top_level = root.role.level
+    tables = walk[0]
+    psc = tlb.psc
+    start = top_level                       # where both hardware walks start
+    for level in range(1, top_level):
+        pt = psc.get((top, level, gfn >> (9 * level)))
+        if pt is not None:
+            if top_level - level >= len(tables) or tables[top_level - level] is not pt:
+                return None                 # a stale cached table: the walks differ
+            if start == top_level:
+                start = level
+    kind, pt, idx, level = fastpath.free_run_page_fault(vcpu, gfn, walk)
+    for k in range(level, start):           # the tables both walks cached
+        psc[(top, k, gfn >> (9 * k))] = tables[top_level - k]
+    kvm = vcpu.kvm
+    m = kvm.masks
+    spte = pt.vals[idx]
+    dirty = bool(spte & m.dirty_mask)
+    if m.ad_enabled and (spte & S.SPTE_TDP_AD_MASK) != S.SPTE_TDP_AD_DISABLED:
+        bits = m.accessed_mask | (m.dirty_mask if write else 0)
+        if spte & bits != bits:
+            spte = pt.vals[idx] = spte | bits   # the A/D assist (no PML: see fastpath)
+        dirty = dirty or write
+    pfn = (spte & S.SPTE_BASE_ADDR_MASK) >> S.PAGE_SHIFT
+    as_id = 1 if vcpu.smm else 0
+    kvm.young_walks[(as_id, gfn)] = (pt, idx, pfn, root)
+    base = gfn & -(1 << (9 * level - 9))
+    e = TlbEntry(base, level, pfn, bool(spte & S.PT_WRITABLE_MASK),
+                 (spte & (m.x_mask | m.nx_mask)) == m.x_mask, as_id, (pt, idx), dirty)
+    if not _allowed(e, access):
+        raise ModelInternalError(f"the free-run fault of gfn {gfn:#x} ({kind}) left {e!r}")
+    tlb.entries[(base, level)] = e
+    # the access, then the exit; the EPT violation's exit before it left vcpu->mode
+    # OUTSIDE_GUEST_MODE as it is now, with no PML entry and no waiter (see fastpath)
+    pfn += gfn - base
+    traps.schedule_point(_ACCESS_OPS[access])
+    oracles.check_host_access(vcpu, gfn, pfn, e)
+    if access == EXEC_ACCESS:
+        oracles.check_exec_mapping(vcpu, e)
+    elif write:
+        oracles.note_guest_write(vcpu, gfn)
+    vcpu.guest_exits += 2
+    return pfn
+
+
+def _complete_access(vcpu: KvmVcpu, e: TlbEntry, gfn: int, access: str) -> int:
+    """The access through translation ``e`` happens; the vCPU leaves the guest."""
+    pfn = e.pfn + (gfn - e.gfn)
+    if traps._EX.tracing:
         traps.schedule_point((WRITE if access == WRITE_ACCESS else READ, None,
                               f"guest {access} gfn {gfn:#x} -> pfn {pfn:#x}", None))
-        oracles.check_host_access(vcpu, gfn, pfn, f"a translation cached as {e!r}")
-        if access == EXEC_ACCESS:
-            oracles.check_exec_mapping(vcpu, e)
-        if access == WRITE_ACCESS:
-            oracles.note_guest_write(vcpu, gfn)
-        vcpu_exit_guest(vcpu)
-        return pfn
+    else:                                   # the label is for traces only
+        traps.schedule_point(_ACCESS_OPS[access])
+    oracles.check_host_access(vcpu, gfn, pfn, e)
+    if access == EXEC_ACCESS:
+        oracles.check_exec_mapping(vcpu, e)
+    if access == WRITE_ACCESS:
+        oracles.note_guest_write(vcpu, gfn)
+    vcpu_exit_guest(vcpu)
+    return pfn
 
 
 def kvm_smm_transition(vcpu: KvmVcpu, smm: bool) -> None:

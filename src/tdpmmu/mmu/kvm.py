@@ -351,6 +351,8 @@ class Kvm:
         #: GPA of every write that sets a D bit; KVM then tracks dirty pages by clearing
         #: D instead of W -- except in roots whose role needs write protection (L2)
         self.enable_pml = False
+        #: the free-run fault path's make_spte results (mmu/fastpath.py)
+        self.leaf_spte_templates: dict = {}
         #: kvm_main.c: memslot updates wait for MMU-notifier invalidations in flight
         #: (range_start..range_end): the count, its lock and the updater's rcuwait
         self.mn_invalidate_lock = SpinLock("mn_invalidate_lock")

@@ -363,13 +363,20 @@ def note_harvest(kvm, slot, harvested, start: int, pending=None) -> None:
     first[:] = _NO_WRITE
 
 
+def _how(how) -> str:
+    """A description, or the TLB entry an access used (formatted only for a report:
+    the check runs on every guest access)."""
+    return how if isinstance(how, str) else f"a translation cached as {how!r}"
+
+
 class HostSafetyViolation(InvariantViolation):
     summary = ("a guest access reached host memory KVM had given back (deleted memslot, "
                "migrated page): a stale SPTE or TLB entry survived the invalidation")
 
 
-def check_host_access(vcpu, gfn: int, pfn: int | None, how: str) -> None:
-    """A guest access is about to touch host page ``pfn`` (None: emulated as MMIO).
+def check_host_access(vcpu, gfn: int, pfn: int | None, how) -> None:
+    """A guest access is about to touch host page ``pfn`` (None: emulated as MMIO)
+    through ``how`` (a description, or the TLB entry used: described only if reported).
 
     Two rules: never a page the host took back; and, while no MMU-notifier invalidation
     and no memslot DELETE/MOVE is in progress, exactly the page the memslots say the gfn
@@ -380,7 +387,7 @@ def check_host_access(vcpu, gfn: int, pfn: int | None, how: str) -> None:
         for first, n, why in kvm.freed_host_ranges:
             if first <= pfn < first + n:
                 raise HostSafetyViolation(
-                    f"{vcpu.name} accessed gfn {gfn:#x} -> host pfn {pfn:#x} through {how}, "
+                    f"{vcpu.name} accessed gfn {gfn:#x} -> host pfn {pfn:#x} through {_how(how)}, "
                     f"but that page was given back to the host ({why})")
     if kvm.mmu_invalidate_in_progress or kvm.memslot_updates_in_progress:
         return
@@ -390,7 +397,7 @@ def check_host_access(vcpu, gfn: int, pfn: int | None, how: str) -> None:
         now = f"host pfn {want:#x}" if want is not None else "no memslot (MMIO)"
         got = f"host pfn {pfn:#x}" if pfn is not None else "emulated MMIO"
         raise HostSafetyViolation(
-            f"{vcpu.name} accessed gfn {gfn:#x} -> {got} through {how}, but the memslots "
+            f"{vcpu.name} accessed gfn {gfn:#x} -> {got} through {_how(how)}, but the memslots "
             f"of address space {vcpu.as_id} map that gfn to {now}: a stale translation "
             f"survived a memslot update or host remap")
 
