@@ -158,7 +158,7 @@ def test_a_fused_fault_with_another_memtype_is_caught_by_the_comparison(monkeypa
     objects to (write-back memtype dropped) but that the faithful path never makes."""
     real = fastpath.leaf_spte_template
     monkeypatch.setattr(fastpath, "leaf_spte_template",
-                        lambda kvm, level, ad: real(kvm, level, ad) & ~(7 << 3))
+                        lambda kvm, level, ad, nx: real(kvm, level, ad, nx) & ~(7 << 3))
     fused, faithful, _, _ = both(_populate_then_dirty(40), S.PG_LEVEL_4K, False, "ept", 4)
     assert fused != faithful
 

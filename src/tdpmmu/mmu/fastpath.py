@@ -69,11 +69,11 @@ def enabled() -> bool:
     return _allowed and len(traps._EX.tasks) == 1
 
 
-def leaf_spte_template(kvm, level: int, ad_disabled: bool) -> int:
+def leaf_spte_template(kvm, level: int, ad_disabled: bool, nx: bool) -> int:
     """make_spte() of a fault's leaf (ACC_ALL, host-writable, not prefetched, over a
     non-present SPTE, nothing write-protected) with pfn 0: the pfn is the only input
-    left, and it enters make_spte as ``pfn << PAGE_SHIFT`` alone.  Kept per VM."""
-    nx = kvm.nx_huge_page_workaround_enabled
+    left, and it enters make_spte as ``pfn << PAGE_SHIFT`` alone.  Kept per VM.
+    ``nx``: the NX huge page workaround (it changes only leaves above 4K)."""
     key = (level, ad_disabled, nx)
     spte = kvm.leaf_spte_templates.get(key)
     if spte is None:
@@ -199,9 +199,10 @@ def free_run_page_fault(vcpu, gfn: int, walk) -> tuple:
         tables.append(pt)
     # tdp_mmu_map_handle_target_level
     ad_disabled = pt_by_pfn[pt.pfn].role.ad_disabled
-    spte = kvm.leaf_spte_templates.get((goal, ad_disabled, kvm.nx_huge_page_workaround_enabled))
+    nx = goal > S.PG_LEVEL_4K and kvm.nx_huge_page_workaround_enabled
+    spte = kvm.leaf_spte_templates.get((goal, ad_disabled, nx))
     if spte is None:
-        spte = leaf_spte_template(kvm, goal, ad_disabled)
+        spte = leaf_spte_template(kvm, goal, ad_disabled, nx)
     pt.vals[idx] = spte | pfn << S.PAGE_SHIFT
     if goal == S.PG_LEVEL_4K:                    # kvm_update_page_stats
         kvm.stat.pages_4k += 1

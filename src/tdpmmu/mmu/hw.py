@@ -274,13 +274,15 @@ def _free_run_fault_access(vcpu: KvmVcpu, gfn: int, access: str) -> int | None:
     tables = walk[0]
     psc = tlb.psc
     start = top_level                       # where both hardware walks start
-    for level in range(1, top_level):
-        pt = psc.get((top, level, gfn >> (9 * level)))
-        if pt is not None:
-            if top_level - level >= len(tables) or tables[top_level - level] is not pt:
-                return None                 # a stale cached table: the walks differ
-            if start == top_level:
-                start = level
+    if psc:
+        depth = len(tables)
+        for level in range(1, top_level):
+            pt = psc.get((top, level, gfn >> (9 * level)))
+            if pt is not None:
+                if top_level - level >= depth or tables[top_level - level] is not pt:
+                    return None             # a stale cached table: the walks differ
+                if start == top_level:
+                    start = level
     kind, pt, idx, level = fastpath.free_run_page_fault(vcpu, gfn, walk)
     for k in range(level, start):           # the tables both walks cached
         psc[(top, k, gfn >> (9 * k))] = tables[top_level - k]
