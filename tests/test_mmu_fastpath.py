@@ -57,7 +57,7 @@ def snapshot(kvm, vcpus, slots):
         if v.root is not None:
             roots[v.root.spt.pfn] = _tables(kvm, v.root)
     tlbs = [(sorted((k, (e.pfn, e.writable, e.executable, e.as_id, e.dirty,
-                         e.sptep[0].pfn, e.sptep[1])) for k, e in v.tlb.entries.items()),
+                         e.pt.pfn, e.idx)) for k, e in v.tlb.entries.items()),
              sorted(((k[0].pfn, k[1], k[2]), pt.pfn) for k, pt in v.tlb.psc.items()),
              v.stat.__dict__.copy(), v.guest_exits, len(v.mmu_page_cache),
              v.mode.vals[0], v.pml_buffer[:])
@@ -69,7 +69,7 @@ def snapshot(kvm, vcpus, slots):
         written = (None if s.dirty_writes is None
                    else [x != _NO_WRITE for x in s.dirty_writes.first])
         logs.append((bitmap, written))
-    young = sorted((k, (r[0].pfn, r[1], r[2])) for k, r in kvm.young_walks.items())
+    young = sorted((k, (r.pt.pfn, r.idx, r.pfn, r.root.spt.pfn)) for k, r in kvm.young_walks.items())
     return (roots, tlbs, logs, young, kvm.stat.to_dict(), kvm.arch.tdp_mmu_pages,
             sorted(kvm.pt_by_pfn))
 

@@ -50,19 +50,30 @@ MMIO = "mmio"
 
 
 class TlbEntry:
-    __slots__ = ("gfn", "level", "pfn", "writable", "executable", "as_id", "sptep", "dirty")
+    """One cached translation.  It doubles as the aging oracle's record of the walk
+    that made it (``kvm.young_walks``): the leaf it came from and the root walked."""
+    __slots__ = ("gfn", "level", "pfn", "writable", "executable", "as_id", "pt", "idx",
+                 "root", "dirty")
 
-    def __init__(self, gfn, level, pfn, writable, executable, as_id, sptep=None, dirty=False):
+    def __init__(self, gfn, level, pfn, writable, executable, as_id, pt=None, idx=0,
+                 root=None, dirty=False):
         self.gfn = gfn
         self.level = level
         self.pfn = pfn
         self.writable = writable
         self.executable = executable
         self.as_id = as_id
-        #: the leaf SPTE the translation came from (for the Dirty-bit assist)
-        self.sptep = sptep
+        #: the leaf SPTE the translation came from (for the Dirty-bit assist and aging)
+        self.pt = pt
+        self.idx = idx
+        #: the root the walk started from
+        self.root = root
         #: whether the cached translation already has D set (else a write sets it)
         self.dirty = dirty
+
+    @property
+    def sptep(self):
+        return (self.pt, self.idx)
 
     def __repr__(self) -> str:
         return (f"<tlb gfn={self.gfn:#x} {S.level_name(self.level)} pfn={self.pfn:#x}"
@@ -184,10 +195,10 @@ def hardware_walk(vcpu: KvmVcpu, gfn: int, access: str):
             if bits & ~spte & m.dirty_mask:
                 pml_log_write(vcpu, gfn)
         dirty = dirty or access == WRITE_ACCESS
-    base = S.gfn_round_for_level(gfn, level)
-    kvm.young_walks[(root.as_id, gfn)] = (pt, idx, S.spte_to_pfn(spte), root)  # aging oracle
-    return TlbEntry(base, level, S.spte_to_pfn(spte), writable, executable, root.as_id,
-                    (pt, idx), dirty)
+    e = TlbEntry(S.gfn_round_for_level(gfn, level), level, S.spte_to_pfn(spte), writable,
+                 executable, root.as_id, pt, idx, root, dirty)
+    kvm.young_walks[(root.as_id, gfn)] = e       # the aging oracle's record
+    return e
 
 
 def dirty_bit_assist(vcpu: KvmVcpu, e: TlbEntry, gfn: int | None = None) -> bool:
@@ -196,7 +207,7 @@ def dirty_bit_assist(vcpu: KvmVcpu, e: TlbEntry, gfn: int | None = None) -> bool
     volatile).  If the SPTE no longer holds that translation, the CPU walks again
     instead; returns False then."""
     m = vcpu.kvm.masks
-    pt, idx = e.sptep
+    pt, idx = e.pt, e.idx
     spte = pt.read_once(idx)
     if (not S.is_shadow_present_pte(spte) or S.spte_to_pfn(spte) != e.pfn
             or not S.is_writable_pte(spte)):
@@ -278,11 +289,11 @@ def _free_run_fault_access(vcpu: KvmVcpu, gfn: int, access: str) -> int | None:
         depth = len(tables)
         for level in range(1, top_level):
             pt = psc.get((top, level, gfn >> (9 * level)))
-            if pt is not None:
+            if pt is not None:               # both walks start at the deepest one
                 if top_level - level >= depth or tables[top_level - level] is not pt:
                     return None             # a stale cached table: the walks differ
-                if start == top_level:
-                    start = level
+                start = level
+                break
     kind, pt, idx, level = fastpath.free_run_page_fault(vcpu, gfn, walk)
     for k in range(level, start):           # the tables both walks cached
         psc[(top, k, gfn >> (9 * k))] = tables[top_level - k]
@@ -297,12 +308,12 @@ def _free_run_fault_access(vcpu: KvmVcpu, gfn: int, access: str) -> int | None:
         dirty = dirty or write
     pfn = (spte & S.SPTE_BASE_ADDR_MASK) >> S.PAGE_SHIFT
     as_id = 1 if vcpu.smm else 0
-    kvm.young_walks[(as_id, gfn)] = (pt, idx, pfn, root)
     base = gfn & -(1 << (9 * level - 9))
     e = TlbEntry(base, level, pfn, bool(spte & S.PT_WRITABLE_MASK),
-                 (spte & (m.x_mask | m.nx_mask)) == m.x_mask, as_id, (pt, idx), dirty)
+                 (spte & (m.x_mask | m.nx_mask)) == m.x_mask, as_id, pt, idx, root, dirty)
     if not _allowed(e, access):
         raise ModelInternalError(f"the free-run fault of gfn {gfn:#x} ({kind}) left {e!r}")
+    kvm.young_walks[(as_id, gfn)] = e
     tlb.entries[(base, level)] = e
     # the access, then the exit; the EPT violation's exit before it left vcpu->mode
     # OUTSIDE_GUEST_MODE as it is now, with no PML entry and no waiter (see fastpath)

@@ -385,7 +385,7 @@ class Kvm:
 
     def gfn_to_memslot(self, as_id: int, gfn: int):
         for slot in self.memslots[as_id]:
-            if slot.contains(gfn):
+            if slot.base_gfn <= gfn < slot.base_gfn + slot.npages:     # slot.contains
                 return slot
         return None
 

@@ -451,7 +451,7 @@ class AgeCall:
 def _leaf_intact(kvm, rec) -> bool:
     """The leaf a walk used is still mapped in a valid root (invalid roots are not aged:
     the kernel's deliberate choice since late 2024)."""
-    pt, idx, pfn, root = rec
+    pt, idx, pfn, root = rec.pt, rec.idx, rec.pfn, rec.root
     if pt.freed or root.spt.freed or root.hdr.vals[HDR_INVALID]:
         return False
     spte = pt.vals[idx]
@@ -502,6 +502,6 @@ def aging_end(kvm, call: AgeCall, young: bool) -> None:
         f"{what} of gfns [{call.start:#x}, {call.end:#x}) by {call.task} (from step "
         f"{call.step}) reported old, but the guest accessed gfn {gfn:#x} (as_id {as_id}) "
         f"through a leaf SPTE that is still mapped")
-    v.add_evidence("walked", f"{rec[0].name}[{rec[1]}] -> pfn {rec[2]:#x}, now "
-                   f"{rec[0].vals[rec[1]]:#x}")
+    v.add_evidence("walked", f"{rec.pt.name}[{rec.idx}] -> pfn {rec.pfn:#x}, now "
+                   f"{rec.pt.vals[rec.idx]:#x}")
     raise v
