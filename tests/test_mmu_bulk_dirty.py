@@ -182,3 +182,60 @@ def test_bulk_split_of_1g_and_2m_pages_matches_the_per_entry_path():
         (pages_1g, pages_2m), (_, _, _, stats, _) = bulk
         assert pages_1g == 1 and stats["pages_1g"] == stats["pages_2m"] == 0
         assert rb.steps < rf.steps
+
+
+def _wrprot_regions(calls):
+    """Two slots beside each other: 4 x 2M of 4K mappings written in full (and one
+    page read only), then 3 x 2M + 5 pages of 2M-backed memory with 2M leaves, a table
+    and a hole; write protection (no eager split) over both.  ``calls`` counts the
+    whole-region steps."""
+    from tdpmmu.mmu import tdp_mmu as T
+
+    inner = T._bulk_clear_leaf_bits_2m
+
+    def spy(*a):
+        calls.append(a[1].gfn)
+        return inner(*a)
+
+    def body(kvm):
+        T._bulk_clear_leaf_bits_2m = spy
+        try:
+            kvm.eager_page_split = False
+            small = add_slot(kvm, npages=4 * 512)
+            huge = add_slot(kvm, base_gfn=4 * 512, npages=3 * 512 + 5, backing=S.PG_LEVEL_2M)
+            v = vcpu(kvm)
+            for g in range(4 * 512):
+                guest_access(v, g << 12, READ_ACCESS if g == 700 else WRITE_ACCESS)
+            for g in (4 * 512, 4 * 512 + 1030, 7 * 512 + 2):      # 2M, 2M, beyond: 4K
+                guest_access(v, g << 12, WRITE_ACCESS)
+            snaps = [snapshot(kvm, v, small)]
+            mutex_lock(kvm.slots_lock)
+            for slot in (small, huge):
+                kvm_set_memslot_dirty_logging(kvm, slot, True)
+            mutex_unlock(kvm.slots_lock)
+            snaps.append(snapshot(kvm, v, small))
+            for g in (5, 700, 4 * 512 + 3):                        # fast faults
+                guest_access(v, g << 12, WRITE_ACCESS)
+            snaps.append((snapshot(kvm, v, small), sorted(huge.dirty_bitmap)))
+            return snaps
+        finally:
+            T._bulk_clear_leaf_bits_2m = inner
+    return body
+
+
+def test_whole_1g_regions_are_write_protected_in_one_step_as_per_entry():
+    calls = []
+    bulk, rb = run_single(_wrprot_regions(calls))
+    assert calls, "the whole-region write protection was not taken"
+    fine_calls = []
+    fine, rf = run_single(_wrprot_regions(fine_calls), tracing=True)
+    assert not fine_calls and bulk == fine
+    assert rb.steps < rf.steps - 4 * 512
+    leaves = dict(bulk[1][0][0])
+    assert not any(spte & S.PT_WRITABLE_MASK for spte in leaves.values())
+
+
+def test_a_defect_keeps_the_per_table_steps():
+    calls = []
+    run_single(_wrprot_regions(calls), defects=("split-alloc-under-mmu-lock",))
+    assert not calls

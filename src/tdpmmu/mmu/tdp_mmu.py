@@ -37,6 +37,7 @@ from ..sync import (GFP_ATOMIC, GFP_KERNEL, RefCount, alloc_page, call_rcu, cpu_
                     need_resched, rcu_barrier, rcu_read_lock, rcu_read_unlock, read_lock,
                     read_unlock, spin_lock, spin_unlock, write_lock, write_unlock)
 from ..sync.list import list_add, list_del, list_empty
+from ..sync.watchdog import resched_point as watchdog_resched_point
 from ..sync.watchdog import work as watchdog_work
 from . import oracles
 from . import spte as S
@@ -1655,8 +1656,15 @@ def wrprot_gfn_range(kvm, root, start: int, end: int, min_level: int) -> bool:
     # change, so entries that need none (not present, not leaves, already read-only)
     # were skipped without one
     late = traps.defect("yield-only-after-spte-change")
+    # whole 1G regions at once only on the correct model: a defect may live in the
+    # per-entry steps (the per-table bulk below keeps the 2M entries' steps)
+    bulk_2m = bulk and min_level <= S.PG_LEVEL_2M and not traps.current_execution().defects
     rcu_read_lock()
     for iter in for_each_tdp_pte_min_level(kvm, root, min_level, start, end):
+        if (bulk_2m and iter.level == S.PG_LEVEL_2M and iter.gfn >= start
+                and iter.gfn + S.SPTE_ENT_PER_PAGE <= end):
+            spte_set |= _bulk_clear_leaf_bits_2m(kvm, iter, S.PT_WRITABLE_MASK, end)
+            continue
         if (bulk and iter.level == S.PG_LEVEL_4K and iter.idx == 0 and iter.gfn >= start
                 and iter.gfn + S.SPTE_ENT_PER_PAGE <= end):
             spte_set |= _bulk_clear_leaf_bits(kvm, iter, S.PT_WRITABLE_MASK, None)
@@ -1803,6 +1811,71 @@ def _bulk_clear_leaf_bits(kvm, iter: TdpIter, bits: int, idxs) -> bool:
         a[sel] &= ~b
     _iter_jump(iter, last, int(a[last]))
     return bool(sel.size)
+
+
+#: SPTE_MMU_PRESENT_MASK's bit: shifted onto a lower bit, it selects present SPTEs
+_PRESENT_BIT = S.SPTE_MMU_PRESENT_MASK.bit_length() - 1
+
+
+@transparent
+def _bulk_clear_leaf_bits_2m(kvm, iter: TdpIter, bits: int, end: int) -> bool:
+    """Free-run only: clear ``bits`` (W: one bit below the present bit) on every present
+    leaf under the iterator's table
+    of 2M entries, from its entry to the last one wholly below ``end``, in one vectorised
+    step: the 2M leaves themselves and, when the walk goes down to 4K, every present 4K
+    leaf of the page tables the others point to -- what the per-entry walk (or
+    _bulk_clear_leaf_bits, one 4K table per step) does to them, with the same rules:
+    only W changes, MMU-writable is kept, so there are no stats, no handle_changed_spte
+    effect and no flush obligation.  Leaves the iterator where the per-entry walk would
+    be after the region: on the last entry (inside its table, at its last entry, when it
+    points to one).  Returns whether anything changed."""
+    pt = iter.pt
+    first = iter.idx
+    last = min(S.SPTE_ENT_PER_PAGE - 1, first + (end - iter.gfn) // S.SPTE_ENT_PER_PAGE - 1)
+    traps.schedule_point((RMW, pt, "clear-bits*", first))
+    if pt.freed:
+        pt.read_once(first)                 # reports the use-after-free
+    a = np.frombuffer(pt.vals, dtype=np.uint64)
+    b = np.uint64(bits)
+    w = a[first:last + 1]                   # a view: stores go to the table
+    present = (w & np.uint64(S.SPTE_MMU_PRESENT_MASK)) != 0
+    large = (w & np.uint64(S.PT_PAGE_SIZE_MASK)) != 0
+    leaves = present & large & ((w & b) != 0)
+    changed = bool(leaves.any())
+    if changed:
+        w[leaves] &= ~b
+    child = None
+    if iter.min_level < S.PG_LEVEL_2M:
+        pointers = np.flatnonzero(present & ~large)
+        if pointers.size:
+            by_pfn = kvm.pt_by_pfn
+            shift = np.uint64(_PRESENT_BIT - (bits.bit_length() - 1))
+            for pfn in ((w[pointers] & np.uint64(S.SPTE_BASE_ADDR_MASK))
+                        >> np.uint64(S.PAGE_SHIFT)).tolist():
+                child = by_pfn[pfn].spt
+                v = np.frombuffer(child.vals, dtype=np.uint64)
+                t = v >> shift                  # the present bit, moved onto ``bits``
+                t &= v
+                t &= b                          # = bits set on present leaves
+                if changed or t.any():
+                    changed = True
+                    v ^= t
+            if int(pointers[-1]) != last - first:
+                child = None
+            # the per-entry walk reaches a reschedule point at every 2M entry: the
+            # watchdogs count only the last table's entries
+            watchdog_resched_point()
+            watchdog_work(S.SPTE_ENT_PER_PAGE)
+    _iter_jump(iter, last, int(a[last]))
+    if child is not None:                   # inside the last table, on its last entry
+        iter.level = S.PG_LEVEL_4K
+        iter.pt_path[0] = child
+        iter.gfn += S.SPTE_ENT_PER_PAGE - 1
+        iter.next_last_level_gfn = iter.gfn
+        iter.pt = child
+        iter.idx = S.SPTE_ENT_PER_PAGE - 1
+        iter.old_spte = child.vals[iter.idx]
+    return changed
 
 
 def _iter_jump(iter: TdpIter, last: int, spte: int) -> None:
@@ -2143,23 +2216,29 @@ def _bulk_recover_huge_leaf_table(kvm, iter: TdpIter, slot, start: int, end: int
     pt, first, last, base, a = _bulk_rest_of_table(iter, end, "recover*")
     level = S.PG_LEVEL_2M
     present = np.uint64(S.SPTE_MMU_PRESENT_MASK)
+    w = a[first:last + 1]
+    tables = np.flatnonzero(((w & present) != 0) & ((w & np.uint64(S.PT_PAGE_SIZE_MASK)) == 0))
     nxw = kvm.nx_huge_page_workaround_enabled
+    by_pfn = kvm.pt_by_pfn
+    vals = pt.vals
     recovered = False
-    for i in range(first, last + 1):
-        old = int(a[i])
-        if not S.is_shadow_present_pte(old) or S.is_last_spte(old, level):
-            continue
+    for i in (tables + first).tolist():                 # present non-leaf entries
+        old = vals[i]
         gfn = base + i * S.SPTE_ENT_PER_PAGE
         if gfn < start or gfn >= end or slot.max_mapping_level(gfn) < level:
             continue
-        child = np.frombuffer(kvm.pt_by_pfn[S.spte_to_pfn(old)].spt.vals, dtype=np.uint64)
-        leaves = np.flatnonzero(child & present)
-        if not leaves.size:
-            continue                                    # -ENOENT: maps nothing
-        huge_spte = S.make_huge_spte(int(child[leaves[0]]), level, nxw, kvm.masks)
-        a[i] = huge_spte                                # the cmpxchg (nobody else runs)
+        cvals = by_pfn[(old & S.SPTE_BASE_ADDR_MASK) >> S.PAGE_SHIFT].spt.vals
+        leaf = cvals[0]                                 # the first present leaf
+        if not leaf & S.SPTE_MMU_PRESENT_MASK:
+            child = np.frombuffer(cvals, dtype=np.uint64)
+            leaves = np.flatnonzero(child & present)
+            if not leaves.size:
+                continue                                # -ENOENT: maps nothing
+            leaf = int(child[leaves[0]])
+        huge_spte = S.make_huge_spte(leaf, level, nxw, kvm.masks)
+        watchdog_resched_point()        # the per-entry walk's cond_resched at this entry
+        vals[i] = huge_spte                             # the cmpxchg (nobody else runs)
         handle_changed_spte(kvm, iter.as_id, gfn, old, huge_spte, level, True)
-        watchdog_work(S.SPTE_ENT_PER_PAGE)
         recovered = True
     _iter_jump(iter, last, int(a[last]))
     return recovered
