@@ -51,3 +51,52 @@ def test_a_full_table_is_zapped_in_one_step_when_free_running():
     _, rb = run_single(workload(gfns, [(0, 512)], S.PG_LEVEL_4K))
     _, rf = run_single(workload(gfns, [(0, 512)], S.PG_LEVEL_4K), tracing=True)
     assert rb.steps < rf.steps - 500
+
+
+def _regions(calls):
+    """4 x 2M of 4K mappings written in full beside 2M-backed memory with 2M leaves and a
+    hole; a range zap of the middle (whole 2M entries, and part of one), then the
+    whole-root zap.  ``calls`` counts the whole-region steps."""
+    from tdpmmu.mmu import tdp_mmu as T
+
+    inner = T._bulk_zap_leaf_region
+
+    def spy(*a):
+        calls.append((a[1].gfn, a[3]))
+        return inner(*a)
+
+    def body(kvm):
+        T._bulk_zap_leaf_region = spy
+        try:
+            add_slot(kvm, npages=4 * 512)
+            add_slot(kvm, base_gfn=4 * 512, npages=4 * 512, backing=S.PG_LEVEL_2M)
+            v = vcpu(kvm)
+            for g in list(range(4 * 512)) + [4 * 512 + 7, 6 * 512 + 3, 7 * 512]:
+                guest_access(v, g << 12, WRITE_ACCESS)
+            snaps = []
+            for start, end in ((512 + 100, 6 * 512 + 1), (0, 512), (7 * 512, 8 * 512)):
+                kvm_zap_gfn_range(kvm, start, end)
+                snaps.append((leaf_sptes(kvm, v.root), count_tables(kvm, v.root),
+                              kvm.stat.to_dict()))
+            for g in range(0, 8 * 512, 5):
+                guest_access(v, g << 12, WRITE_ACCESS)
+            kvm_mmu_zap_all(kvm)
+            snaps.append((kvm.stat.to_dict(), kvm.arch.tdp_mmu_pages))
+            kvm_destroy_vm(kvm)
+            snaps.append((rcu_pending_callbacks(), [p.name for p in leak_check()]))
+            return snaps
+        finally:
+            T._bulk_zap_leaf_region = inner
+    return body
+
+
+def test_whole_1g_regions_are_zapped_in_one_step_as_per_entry():
+    calls = []
+    bulk, rb = run_single(_regions(calls))
+    assert {huge for _, huge in calls} == {True, False}, calls   # range zap and teardown
+    fine_calls = []
+    fine, rf = run_single(_regions(fine_calls), tracing=True)
+    assert not fine_calls and bulk == fine
+    assert rb.steps < rf.steps - 4 * 512
+    assert bulk[0][2]["pages_2m"] == 1 and bulk[-2] == (
+        {**bulk[-2][0], "pages_4k": 0, "pages_2m": 0}, 0)

@@ -422,16 +422,15 @@ def handle_removed_pt(kvm, pt, shared: bool) -> None:
     """
     sp = sptep_to_sp(kvm, pt)
     level = sp.role.level
-    base_gfn = sp.gfn
-    as_id = sp.as_id
-    step = S.KVM_PAGES_PER_HPAGE(level)
     watchdog_work(S.SPTE_ENT_PER_PAGE)  # every entry is read (and frozen), never yielding
     tdp_mmu_unlink_sp(kvm, sp)
-    bulk = traps.free_run() and not traps.tracing()
-    if bulk and level == S.PG_LEVEL_4K:
+    if level == S.PG_LEVEL_4K and traps.free_run() and not traps.tracing():
         _bulk_remove_leaf_table(kvm, pt, shared)
         call_rcu(tdp_mmu_free_sp_rcu_callback(sp), "tdp_mmu_free_sp_rcu_callback")
         return
+    base_gfn = sp.gfn
+    as_id = sp.as_id
+    step = S.KVM_PAGES_PER_HPAGE(level)
     coarse = not kvm.fine_grained
     i = 0
     while i < S.SPTE_ENT_PER_PAGE:
@@ -498,13 +497,12 @@ def _bulk_remove_leaf_table(kvm, pt, shared: bool) -> None:
         pt.read_once(0)
     a = np.frombuffer(pt.vals, dtype=np.uint64)
     frozen = np.uint64(S.FROZEN_SPTE)
-    WARN(not shared and bool(np.any(a == frozen)), "frozen SPTE under the write lock")
-    present = (a & np.uint64(S.SPTE_MMU_PRESENT_MASK)) != 0
+    present = a & np.uint64(S.SPTE_MMU_PRESENT_MASK)
     n = int(np.count_nonzero(present))
     if shared:
-        a[:] = frozen
-    else:
-        a[present] = frozen
+        a[:] = frozen                   # every entry, as the per-entry xchg loop
+    elif n:
+        a[present != 0] = frozen        # present ones only (non-present: left alone)
     if n:
         kvm_update_page_stats(kvm, S.PG_LEVEL_4K, -n)
 
@@ -526,10 +524,11 @@ def handle_changed_spte(kvm, as_id: int, gfn: int, old_spte: int, new_spte: int,
     is_leaf = is_present and S.is_last_spte(new_spte, level)
     pfn_changed = S.spte_to_pfn(old_spte) != S.spte_to_pfn(new_spte)
 
-    WARN(level > S.PT64_ROOT_MAX_LEVEL or level < S.PG_LEVEL_4K,
-         f"WARN_ON_ONCE in handle_changed_spte: level {level}")
-    WARN(gfn % S.KVM_PAGES_PER_HPAGE(level) != 0,
-         f"WARN_ON_ONCE in handle_changed_spte: gfn {gfn:#x} not aligned to level {level}")
+    if level > S.PT64_ROOT_MAX_LEVEL or level < S.PG_LEVEL_4K:
+        WARN(True, f"WARN_ON_ONCE in handle_changed_spte: level {level}")
+    if gfn & ((1 << (9 * level - 9)) - 1):           # gfn % KVM_PAGES_PER_HPAGE(level)
+        WARN(True, f"WARN_ON_ONCE in handle_changed_spte: gfn {gfn:#x} not aligned to "
+                   f"level {level}")
     if was_leaf and is_leaf and pfn_changed:
         raise KernelWarning(
             f"BUG in handle_changed_spte: a present leaf SPTE was replaced by a present leaf "
@@ -545,12 +544,13 @@ def handle_changed_spte(kvm, as_id: int, gfn: int, old_spte: int, new_spte: int,
             handle_changed_spte_acc_dirty_v5_17(kvm, old_spte, new_spte, level)
     if is_leaf:
         bad = S.check_spte_writable_invariants(new_spte, m)
-        WARN(bad is not None, f"WARN_ONCE in check_spte_writable_invariants: {bad}")
+        if bad is not None:
+            WARN(True, f"WARN_ONCE in check_spte_writable_invariants: {bad}")
     if not was_present and not is_present:
-        WARN(not (S.is_mmio_spte(old_spte, m) or S.is_mmio_spte(new_spte, m)
-                  or S.is_frozen_spte(new_spte)),
-             f"WARN_ON_ONCE in handle_changed_spte: unexpected non-present change "
-             f"{old_spte:#x} -> {new_spte:#x} at gfn {gfn:#x} level {level}")
+        if not (S.is_mmio_spte(old_spte, m) or S.is_mmio_spte(new_spte, m)
+                or S.is_frozen_spte(new_spte)):
+            WARN(True, f"WARN_ON_ONCE in handle_changed_spte: unexpected non-present change "
+                       f"{old_spte:#x} -> {new_spte:#x} at gfn {gfn:#x} level {level}")
         return
     if is_leaf != was_leaf:
         kvm_update_page_stats(kvm, level, 1 if is_leaf else -1)
@@ -699,9 +699,13 @@ def __tdp_mmu_zap_root(kvm, root: KvmMmuPage, shared: bool, zap_level: int) -> N
     Requires: mmu_lock per ``shared``; RCU.
     """
     bulk = traps.free_run() and not traps.tracing()
+    region = bulk and zap_level == S.PG_LEVEL_4K and not traps.current_execution().defects
     for iter in for_each_tdp_pte_min_level_all(kvm, root, zap_level):
         while True:                                     # the kernel's "retry:" label
             if tdp_mmu_iter_cond_resched(kvm, iter, False, shared):
+                break
+            if region and iter.level == S.PG_LEVEL_2M:  # free run: 4K leaves up to 1G
+                _bulk_zap_leaf_region(kvm, iter, 1 << 62, False)
                 break
             if bulk and iter.level == S.PG_LEVEL_4K and iter.idx == 0:
                 _bulk_zap_leaf_table(kvm, iter)         # free run: the whole 4K table
@@ -809,9 +813,16 @@ def tdp_mmu_zap_leafs(kvm, root: KvmMmuPage, start: int, end: int, can_yield: bo
     rcu_read_lock()
     valid = not root_is_invalid(root)
     bulk = traps.free_run() and not traps.tracing()
+    # (can_yield: the per-entry walk's reschedule points, which the region step keeps)
+    region = bulk and can_yield and not traps.current_execution().defects
     for iter in for_each_tdp_pte_min_level(kvm, root, S.PG_LEVEL_4K, start, end):
         if can_yield and tdp_mmu_iter_cond_resched(kvm, iter, flush, False):
             flush = False
+            continue
+        if (region and iter.level == S.PG_LEVEL_2M and iter.gfn >= start
+                and iter.gfn + S.SPTE_ENT_PER_PAGE <= end):
+            if _bulk_zap_leaf_region(kvm, iter, end, True) and valid:
+                flush = True
             continue
         if bulk and iter.level == S.PG_LEVEL_4K and iter.idx == 0 and iter.gfn + 512 <= end \
                 and iter.gfn >= start:
@@ -838,10 +849,11 @@ def _bulk_zap_table_entries(kvm, iter: TdpIter, shared: bool) -> None:
     level = iter.level
     span = S.KVM_PAGES_PER_HPAGE(level)
     nonpresent = S.SHADOW_NONPRESENT_VALUE
-    for i in np.flatnonzero(a[first:] & np.uint64(S.SPTE_MMU_PRESENT_MASK)).tolist():
-        i += first
-        old = int(a[i])
-        a[i] = nonpresent
+    vals = pt.vals
+    for i in (np.flatnonzero(a[first:] & np.uint64(S.SPTE_MMU_PRESENT_MASK)) + first).tolist():
+        old = vals[i]
+        watchdog_resched_point()        # the per-entry walk's cond_resched at this entry
+        vals[i] = nonpresent
         handle_changed_spte(kvm, iter.as_id, base + i * span, old, nonpresent, level, shared)
     _iter_jump(iter, last, int(a[last]))
 
@@ -855,14 +867,64 @@ def _bulk_zap_leaf_table(kvm, iter: TdpIter) -> bool:
     traps.schedule_point((RMW, pt, "zap-leafs*", 0))
     if pt.freed:
         pt.read_once(0)
-    a = np.frombuffer(pt.vals, dtype=np.uint64)
-    present = (a & np.uint64(S.SPTE_MMU_PRESENT_MASK)) != 0
-    n = int(np.count_nonzero(present))
-    if n:
-        a[present] = np.uint64(S.SHADOW_NONPRESENT_VALUE)
-        kvm_update_page_stats(kvm, S.PG_LEVEL_4K, -n)
-    _iter_jump(iter, S.SPTE_ENT_PER_PAGE - 1, int(a[-1]))
+    n = _zap_4k_leaves(kvm, pt)
+    _iter_jump(iter, S.SPTE_ENT_PER_PAGE - 1, pt.vals[-1])
     return n > 0
+
+
+def _zap_4k_leaves(kvm, pt) -> int:
+    """Every present leaf of the 4K table ``pt`` made non-present (vectorised), counted
+    in the stats; returns how many."""
+    a = np.frombuffer(pt.vals, dtype=np.uint64)
+    present = a & np.uint64(S.SPTE_MMU_PRESENT_MASK)
+    n = int(np.count_nonzero(present))
+    if n == S.SPTE_ENT_PER_PAGE:
+        a.fill(S.SHADOW_NONPRESENT_VALUE)   # a full table (the common case)
+    elif n:
+        a[present != 0] = np.uint64(S.SHADOW_NONPRESENT_VALUE)
+    if n:
+        kvm_update_page_stats(kvm, S.PG_LEVEL_4K, -n)
+    return n
+
+
+@transparent
+def _bulk_zap_leaf_region(kvm, iter: TdpIter, end: int, huge: bool) -> bool:
+    """Free-run only: from the iterator's entry of a table of 2M entries to the last one
+    wholly below ``end``, zap every present leaf of the 4K tables they link, and (with
+    ``huge``) the 2M leaves themselves through tdp_mmu_set_spte -- what the per-entry
+    walk (or _bulk_zap_leaf_table, one 4K table per step) does, in one step.  Leaves the
+    iterator where that walk would be.  Returns whether anything was zapped."""
+    pt = iter.pt
+    first = iter.idx
+    last = _bulk_region_last(iter, end)
+    traps.schedule_point((RMW, pt, "zap-leafs*", first))
+    if pt.freed:
+        pt.read_once(first)                 # reports the use-after-free
+    a = np.frombuffer(pt.vals, dtype=np.uint64)
+    w = a[first:last + 1]
+    present = (w & np.uint64(S.SPTE_MMU_PRESENT_MASK)) != 0
+    zapped = False
+    child = None
+    vals = pt.vals
+    base = iter.gfn - first * S.SPTE_ENT_PER_PAGE
+    by_pfn = kvm.pt_by_pfn
+    for i in (np.flatnonzero(present) + first).tolist():
+        old = vals[i]
+        watchdog_resched_point()        # the per-entry walk's cond_resched at this entry
+        if old & S.PT_PAGE_SIZE_MASK:
+            if huge:
+                tdp_mmu_set_spte(kvm, iter.as_id, (pt, i), old, S.SHADOW_NONPRESENT_VALUE,
+                                 base + i * S.SPTE_ENT_PER_PAGE, S.PG_LEVEL_2M)
+                zapped = True
+            child = None
+            continue
+        child = by_pfn[(old & S.SPTE_BASE_ADDR_MASK) >> S.PAGE_SHIFT].spt
+        zapped = _zap_4k_leaves(kvm, child) > 0 or zapped
+        watchdog_work(S.SPTE_ENT_PER_PAGE)
+    if not vals[last] & S.SPTE_MMU_PRESENT_MASK or vals[last] & S.PT_PAGE_SIZE_MASK:
+        child = None                        # entry ``last`` links no table (any more)
+    _iter_jump_region(iter, last, vals[last], child)
+    return zapped
 
 
 @requires("write", yields=True)
@@ -1831,7 +1893,7 @@ def _bulk_clear_leaf_bits_2m(kvm, iter: TdpIter, bits: int, end: int) -> bool:
     points to one).  Returns whether anything changed."""
     pt = iter.pt
     first = iter.idx
-    last = min(S.SPTE_ENT_PER_PAGE - 1, first + (end - iter.gfn) // S.SPTE_ENT_PER_PAGE - 1)
+    last = _bulk_region_last(iter, end)
     traps.schedule_point((RMW, pt, "clear-bits*", first))
     if pt.freed:
         pt.read_once(first)                 # reports the use-after-free
@@ -1866,8 +1928,16 @@ def _bulk_clear_leaf_bits_2m(kvm, iter: TdpIter, bits: int, end: int) -> bool:
             # watchdogs count only the last table's entries
             watchdog_resched_point()
             watchdog_work(S.SPTE_ENT_PER_PAGE)
-    _iter_jump(iter, last, int(a[last]))
-    if child is not None:                   # inside the last table, on its last entry
+    _iter_jump_region(iter, last, int(a[last]), child)
+    return changed
+
+
+def _iter_jump_region(iter: TdpIter, last: int, spte: int, child) -> None:
+    """Free-run only: leave an iterator on a table of 2M entries where the per-entry walk
+    down to 4K is after entry ``last``: on it, or -- when it links the 4K table
+    ``child`` -- inside that table, on its last entry."""
+    _iter_jump(iter, last, spte)
+    if child is not None:
         iter.level = S.PG_LEVEL_4K
         iter.pt_path[0] = child
         iter.gfn += S.SPTE_ENT_PER_PAGE - 1
@@ -1875,7 +1945,12 @@ def _bulk_clear_leaf_bits_2m(kvm, iter: TdpIter, bits: int, end: int) -> bool:
         iter.pt = child
         iter.idx = S.SPTE_ENT_PER_PAGE - 1
         iter.old_spte = child.vals[iter.idx]
-    return changed
+
+
+def _bulk_region_last(iter: TdpIter, end: int) -> int:
+    """The last entry of the iterator's table (of 2M entries) wholly below ``end``."""
+    return min(S.SPTE_ENT_PER_PAGE - 1,
+               iter.idx + (end - iter.gfn) // S.SPTE_ENT_PER_PAGE - 1)
 
 
 def _iter_jump(iter: TdpIter, last: int, spte: int) -> None:
