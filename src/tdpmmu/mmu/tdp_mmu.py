@@ -1911,6 +1911,7 @@ def _bulk_clear_leaf_bits_2m(kvm, iter: TdpIter, bits: int, end: int) -> bool:
         pointers = np.flatnonzero(present & ~large)
         if pointers.size:
             by_pfn = kvm.pt_by_pfn
+            assert 0 < bits < S.SPTE_MMU_PRESENT_MASK and bits & (bits - 1) == 0
             shift = np.uint64(_PRESENT_BIT - (bits.bit_length() - 1))
             for pfn in ((w[pointers] & np.uint64(S.SPTE_BASE_ADDR_MASK))
                         >> np.uint64(S.PAGE_SHIFT)).tolist():
@@ -2000,12 +2001,17 @@ def _bulk_clear_dirty_bitmap(kvm, root, base_gfn: int, bitmap, wrprot: bool) -> 
             if pt.freed:
                 pt.read_once(0)
             watchdog_work(n)
-        spte = np.stack([np.frombuffer(pt.vals, dtype=np.uint64) for pt in tables])
-        both = np.uint64(S.SPTE_MMU_PRESENT_MASK | dbit)
-        hit = ((spte & both) == both) & want
-        for k in np.flatnonzero(hit.any(axis=1)).tolist():
-            row = np.frombuffer(tables[k].vals, dtype=np.uint64)
-            row[hit[k]] &= ~np.uint64(dbit)
+        # per table: the present bit shifted onto ``dbit``, and-ed with the SPTEs and
+        # the wanted pages = the bits to clear (present leaves with dbit set)
+        assert 0 < dbit < S.SPTE_MMU_PRESENT_MASK and dbit & (dbit - 1) == 0
+        clear = want.astype(np.uint64) * np.uint64(dbit)
+        shift = np.uint64(_PRESENT_BIT - (dbit.bit_length() - 1))
+        for pt, w in zip(tables, clear):
+            v = np.frombuffer(pt.vals, dtype=np.uint64)
+            t = v >> shift
+            t &= v
+            t &= w
+            v ^= t
     rcu_read_unlock()
 
 
