@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from tdpmmu.mmu import kvm_create_vcpu, kvm_create_vm, kvm_set_memory_region
 from tdpmmu.mmu import spte as S
 from tdpmmu.runtime import Execution
@@ -81,3 +83,18 @@ def iter_at_leaf(kvm, root, gfn: int):
     while it.level > 1:
         tdp_iter_next(it)
     return it
+
+
+@contextlib.contextmanager
+def spying(module, name: str, calls: list, record):
+    """Replace ``module.name`` by a wrapper appending ``record(*args)`` to ``calls``."""
+    inner = getattr(module, name)
+
+    def spy(*args):
+        calls.append(record(*args))
+        return inner(*args)
+    setattr(module, name, spy)
+    try:
+        yield
+    finally:
+        setattr(module, name, inner)

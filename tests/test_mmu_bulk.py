@@ -10,7 +10,7 @@ from tdpmmu.mmu import guest_access, kvm_destroy_vm, kvm_mmu_zap_all, kvm_zap_gf
 from tdpmmu.mmu import spte as S
 from tdpmmu.sync import leak_check, rcu_pending_callbacks
 
-from mmu_helpers import add_slot, count_tables, leaf_sptes, run_single, vcpu
+from mmu_helpers import add_slot, count_tables, leaf_sptes, run_single, spying, vcpu
 
 NPAGES = 4 * 512
 
@@ -56,18 +56,11 @@ def test_a_full_table_is_zapped_in_one_step_when_free_running():
 def _regions(calls):
     """4 x 2M of 4K mappings written in full beside 2M-backed memory with 2M leaves and a
     hole; a range zap of the middle (whole 2M entries, and part of one), then the
-    whole-root zap.  ``calls`` counts the whole-region steps."""
+    whole-root zap.  ``calls`` records the whole-region steps (gfn, huge)."""
     from tdpmmu.mmu import tdp_mmu as T
 
-    inner = T._bulk_zap_leaf_region
-
-    def spy(*a):
-        calls.append((a[1].gfn, a[3]))
-        return inner(*a)
-
     def body(kvm):
-        T._bulk_zap_leaf_region = spy
-        try:
+        with spying(T, "_bulk_zap_leaf_region", calls, lambda kvm, it, end, huge: (it.gfn, huge)):
             add_slot(kvm, npages=4 * 512)
             add_slot(kvm, base_gfn=4 * 512, npages=4 * 512, backing=S.PG_LEVEL_2M)
             v = vcpu(kvm)
@@ -85,8 +78,6 @@ def _regions(calls):
             kvm_destroy_vm(kvm)
             snaps.append((rcu_pending_callbacks(), [p.name for p in leak_check()]))
             return snaps
-        finally:
-            T._bulk_zap_leaf_region = inner
     return body
 
 

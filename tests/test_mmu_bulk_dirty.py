@@ -16,7 +16,7 @@ from tdpmmu.mmu.mmu import (kvm_clear_dirty_log, kvm_get_dirty_log_manual,
                             kvm_get_dirty_log_protect, kvm_set_memslot_dirty_logging)
 from tdpmmu.sync import mutex_lock, mutex_unlock
 
-from mmu_helpers import add_slot, count_tables, leaf_sptes, run_single, vcpu
+from mmu_helpers import add_slot, count_tables, leaf_sptes, run_single, spying, vcpu
 
 MANUAL = KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE
 MODES = [0, MANUAL, MANUAL | KVM_DIRTY_LOG_INITIALLY_SET]
@@ -187,19 +187,12 @@ def test_bulk_split_of_1g_and_2m_pages_matches_the_per_entry_path():
 def _wrprot_regions(calls):
     """Two slots beside each other: 4 x 2M of 4K mappings written in full (and one
     page read only), then 3 x 2M + 5 pages of 2M-backed memory with 2M leaves, a table
-    and a hole; write protection (no eager split) over both.  ``calls`` counts the
+    and a hole; write protection (no eager split) over both.  ``calls`` records the
     whole-region steps."""
     from tdpmmu.mmu import tdp_mmu as T
 
-    inner = T._bulk_clear_leaf_bits_2m
-
-    def spy(*a):
-        calls.append(a[1].gfn)
-        return inner(*a)
-
     def body(kvm):
-        T._bulk_clear_leaf_bits_2m = spy
-        try:
+        with spying(T, "_bulk_clear_leaf_bits_2m", calls, lambda kvm, it, bits, end: it.gfn):
             kvm.eager_page_split = False
             small = add_slot(kvm, npages=4 * 512)
             huge = add_slot(kvm, base_gfn=4 * 512, npages=3 * 512 + 5, backing=S.PG_LEVEL_2M)
@@ -218,8 +211,6 @@ def _wrprot_regions(calls):
                 guest_access(v, g << 12, WRITE_ACCESS)
             snaps.append((snapshot(kvm, v, small), sorted(huge.dirty_bitmap)))
             return snaps
-        finally:
-            T._bulk_clear_leaf_bits_2m = inner
     return body
 
 

@@ -894,15 +894,7 @@ def _bulk_zap_leaf_region(kvm, iter: TdpIter, end: int, huge: bool) -> bool:
     ``huge``) the 2M leaves themselves through tdp_mmu_set_spte -- what the per-entry
     walk (or _bulk_zap_leaf_table, one 4K table per step) does, in one step.  Leaves the
     iterator where that walk would be.  Returns whether anything was zapped."""
-    pt = iter.pt
-    first = iter.idx
-    last = _bulk_region_last(iter, end)
-    traps.schedule_point((RMW, pt, "zap-leafs*", first))
-    if pt.freed:
-        pt.read_once(first)                 # reports the use-after-free
-    a = np.frombuffer(pt.vals, dtype=np.uint64)
-    w = a[first:last + 1]
-    present = (w & np.uint64(S.SPTE_MMU_PRESENT_MASK)) != 0
+    pt, first, last, a, w, present = _bulk_region(iter, end, "zap-leafs*")
     zapped = False
     child = None
     vals = pt.vals
@@ -1891,16 +1883,8 @@ def _bulk_clear_leaf_bits_2m(kvm, iter: TdpIter, bits: int, end: int) -> bool:
     effect and no flush obligation.  Leaves the iterator where the per-entry walk would
     be after the region: on the last entry (inside its table, at its last entry, when it
     points to one).  Returns whether anything changed."""
-    pt = iter.pt
-    first = iter.idx
-    last = _bulk_region_last(iter, end)
-    traps.schedule_point((RMW, pt, "clear-bits*", first))
-    if pt.freed:
-        pt.read_once(first)                 # reports the use-after-free
-    a = np.frombuffer(pt.vals, dtype=np.uint64)
+    pt, first, last, a, w, present = _bulk_region(iter, end, "clear-bits*")
     b = np.uint64(bits)
-    w = a[first:last + 1]                   # a view: stores go to the table
-    present = (w & np.uint64(S.SPTE_MMU_PRESENT_MASK)) != 0
     large = (w & np.uint64(S.PT_PAGE_SIZE_MASK)) != 0
     leaves = present & large & ((w & b) != 0)
     changed = bool(leaves.any())
@@ -1948,10 +1932,20 @@ def _iter_jump_region(iter: TdpIter, last: int, spte: int, child) -> None:
         iter.old_spte = child.vals[iter.idx]
 
 
-def _bulk_region_last(iter: TdpIter, end: int) -> int:
-    """The last entry of the iterator's table (of 2M entries) wholly below ``end``."""
-    return min(S.SPTE_ENT_PER_PAGE - 1,
-               iter.idx + (end - iter.gfn) // S.SPTE_ENT_PER_PAGE - 1)
+def _bulk_region(iter: TdpIter, end: int, verb: str):
+    """Free-run only: one step (an RMW ``verb``) over the iterator's table of 2M entries
+    from its entry to the last one wholly below ``end``.  Returns (table, first index,
+    last index, the table's SPTEs as a writable numpy array, the view of entries
+    first..last, their present mask)."""
+    pt = iter.pt
+    first = iter.idx
+    last = min(S.SPTE_ENT_PER_PAGE - 1, first + (end - iter.gfn) // S.SPTE_ENT_PER_PAGE - 1)
+    traps.schedule_point((RMW, pt, verb, first))
+    if pt.freed:
+        pt.read_once(first)                 # reports the use-after-free
+    a = np.frombuffer(pt.vals, dtype=np.uint64)
+    w = a[first:last + 1]                   # a view: stores go to the table
+    return pt, first, last, a, w, (w & np.uint64(S.SPTE_MMU_PRESENT_MASK)) != 0
 
 
 def _iter_jump(iter: TdpIter, last: int, spte: int) -> None:
