@@ -163,19 +163,20 @@ class Runner:
         self.phash = sched.params_hash(self.scenario.name, self.params, self.defects)
         self._setup = self.scenario.setup(self.params)
 
-    def run(self, strategy, tracing: bool = False):
-        ex = Execution(strategy, max_steps=self.max_steps, tracing=tracing,
-                       defects=self.defects, params=self.params)
+    def run(self, strategy, tracing: bool = False, max_steps: int | None = None):
+        ex = Execution(strategy, max_steps=min(max_steps or self.max_steps, self.max_steps),
+                       tracing=tracing, defects=self.defects, params=self.params)
         r = ex.run(self._setup)
         strategy.end_execution(r.steps)
         if r.error is not None:
             raise r.error
         return r
 
-    def replay(self, choices, strict: bool = True, tracing: bool = False):
+    def replay(self, choices, strict: bool = True, tracing: bool = False,
+               max_steps: int | None = None):
         strat = Replay(choices, strict=strict)
         strat.new_execution()
-        r = self.run(strat, tracing=tracing)
+        r = self.run(strat, tracing=tracing, max_steps=max_steps)
         if strict and r.failure is None and strat.leftover():
             raise ScheduleMismatch(f"the execution finished after {r.steps} steps but the "
                                    f"schedule has {strat.leftover()} more choices")
@@ -236,9 +237,16 @@ def _confirm_and_shrink(runner: Runner, r, *, strategy: str, seed: int, executio
     runs = 0
     best = choices
     if shrink:
-        def attempt(cand):
+        # A candidate is kept only if it takes no more steps than the best so far, so a
+        # replay may stop there: a lenient replay that wanders into a long retry loop
+        # would otherwise run to the scenario's step bound.  Not for a Livelock, whose
+        # origin *is* the step bound (a shorter bound would fake it).
+        capped = not isinstance(r.failure, Livelock)
+
+        def attempt(cand, best_steps):
             try:
-                x = runner.replay(cand, strict=False)
+                x = runner.replay(cand, strict=False,
+                                  max_steps=best_steps if capped else None)
             except ScheduleMismatch:
                 return None
             if x.failure is not None and origin_of(x.failure) == origin:

@@ -38,8 +38,10 @@ def sort_key(preemptions: int, choices) -> tuple:
 
 class Shrinker:
     def __init__(self, attempt, choices, preemptions, max_runs: int = DEFAULT_MAX_RUNS):
-        """``attempt(choices) -> (executed_choices, preemptions) | None`` replays leniently
-        and returns what ran if it failed with the same origin, else None."""
+        """``attempt(choices, max_steps) -> (executed_choices, preemptions) | None``
+        replays leniently and returns what ran if it failed with the same origin, else
+        None; ``max_steps`` is the best schedule's step count (a longer run cannot be
+        kept, so the replay may give up there)."""
         self.attempt = attempt
         self.best = list(choices)
         self.best_key = sort_key(preemptions, self.best)
@@ -51,7 +53,7 @@ class Shrinker:
         if self.runs >= self.max_runs:
             return False
         self.runs += 1
-        got = self.attempt(candidate)
+        got = self.attempt(candidate, self.best_key[1])
         if got is None:
             return False
         executed, pre = got

@@ -410,8 +410,8 @@ def kvm_mmu_free_roots(kvm: Kvm, vcpu: KvmVcpu) -> None:
     root = vcpu.root
     if root is None:
         return
-    from .tdp_mmu import _last_put_zaps, root_lifetime_v5_17, vcpu_held_roots
-    if vcpu_held_roots() or _last_put_zaps() or root_lifetime_v5_17():
+    from .tdp_mmu import roots_start_with_vcpu_reference
+    if roots_start_with_vcpu_reference():
         # designs V, R and v5.17 (before v6.9): the write lock, and put_root directly
         write_lock(kvm.mmu_lock)
         kvm_tdp_mmu_put_root(kvm, root)

@@ -341,7 +341,7 @@ def kvm_tdp_mmu_alloc_root(vcpu) -> None:
         spin_lock(kvm.arch.tdp_mmu_pages_lock)
         for root in kvm.arch.tdp_mmu_roots.list_for_each_entry(True, "tdp_mmu_pages_lock held"):
             if root.role == role and not root_is_invalid(root):
-                if root_lifetime_v5_17() or _last_put_zaps():
+                if valid_roots_may_be_dying():
                     if not kvm_tdp_mmu_get_root(root):
                         continue        # v5.17 / design R: its last put is unlinking it
                     found = root
@@ -353,7 +353,7 @@ def kvm_tdp_mmu_alloc_root(vcpu) -> None:
         if found is None:
             found = tdp_mmu_alloc_sp(vcpu)
             tdp_mmu_init_sp(found, None, 0, role)
-            count = (1 if vcpu_held_roots() or root_lifetime_v5_17() or _last_put_zaps()
+            count = (1 if roots_start_with_vcpu_reference()
                      or traps.defect("root-freed-on-last-vcpu-put") else 2)
             found.tdp_mmu_root_count = RefCount(f"{found.spt.name}.tdp_mmu_root_count", count,
                                                 owner=found.hdr)
@@ -1017,7 +1017,7 @@ def kvm_tdp_mmu_invalidate_roots(kvm, root_types: int) -> None:
     for root in kvm.arch.tdp_mmu_roots.list_for_each_entry(held, "mmu_lock held for write"):
         if not tdp_mmu_root_match(root, root_types) or root_is_invalid(root):
             continue
-        if (root_lifetime_v5_17() or _last_put_zaps()) and not kvm_tdp_mmu_get_root(root):
+        if valid_roots_may_be_dying() and not kvm_tdp_mmu_get_root(root):
             continue                    # v5.17 / design R: a reference for the zapper
         root.hdr.write(HDR_TO_ZAP, 1)
         root.hdr.write_once(HDR_INVALID, 1)   # read locklessly: is_obsolete_root
@@ -1261,6 +1261,30 @@ def _last_put_zaps() -> bool:
     """Design R (v5.18-v6.3) is on.  R before 8351779ce65f (v5.13-v5.17) is the
     root-lifetime-v5.17 variant."""
     return traps.defect(LAST_PUT_ZAPS_ROOT)
+
+
+# -- what the pre-v6.4 root-lifetime designs share --------------------------------------
+#
+# Four designs before edbdb43fc96b (v6.4) are selectable: V (vcpu-held-roots: defunct
+# roots zapped by the worker), R (last-put-zaps-root: the last put zaps with yielding),
+# v5.17 (root-lifetime-v5.17: the last put unlinks, then zaps without yielding) and P
+# (last-put-zaps-root-v5.15: the put after invalidation zaps what was mapped since).
+# Two facts of theirs decide shared steps; each is one predicate here.
+
+def roots_start_with_vcpu_reference() -> bool:
+    """V, R and v5.17: a new root has one reference, its vCPU's (N: two, the TDP MMU
+    keeps one until the root is invalidated), so the vCPU puts roots under the write
+    lock (kvm_mmu_free_roots before v6.9).  (The catalogue defect
+    root-freed-on-last-vcpu-put is N with the TDP MMU's reference forgotten: one
+    reference too, but N's put path.)"""
+    return vcpu_held_roots() or _last_put_zaps() or root_lifetime_v5_17()
+
+
+def valid_roots_may_be_dying() -> bool:
+    """R and v5.17: a valid root's last put may be unlinking it right now, so a lookup or
+    an invalidation takes a reference with inc-not-zero and skips the root if that fails
+    (in N and V a valid listed root is always gettable)."""
+    return root_lifetime_v5_17() or _last_put_zaps()
 
 
 @requires("either", taken=("tdp_mmu_pages_lock", "rcu"), yields=True,
