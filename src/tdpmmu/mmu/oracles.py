@@ -190,6 +190,10 @@ def check_plain_store(kvm, pt, idx: int, expected: int, found: int) -> None:
     raise v
 
 
+_FROZEN = np.uint64(S.FROZEN_SPTE)
+_PRESENT = np.uint64(S.SPTE_MMU_PRESENT_MASK)
+
+
 def check_mmu_structure(kvm, where: str) -> None:
     """Walk every root on tdp_mmu_roots (no scheduling points) and check the structure
     and the statistics.  Call only at quiescent points."""
@@ -204,7 +208,11 @@ def check_mmu_structure(kvm, where: str) -> None:
             problems.append(f"{pt.name} (level {level}) is reachable but freed")
             return
         step = S.KVM_PAGES_PER_HPAGE(level)
-        for i, v in enumerate(pt.vals):
+        vals = pt.vals
+        a = np.frombuffer(vals, dtype=np.uint64)
+        # the entries the loop below looks at (in order): frozen or present
+        for i in np.flatnonzero((a == _FROZEN) | ((a & _PRESENT) != 0)).tolist():
+            v = vals[i]
             if v == S.FROZEN_SPTE:
                 problems.append(f"{pt.name}[{i}] is FROZEN_SPTE with nobody working on it")
                 continue

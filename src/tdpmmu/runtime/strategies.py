@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import random
 
+from . import traps
 from .errors import ScheduleMismatch, UsageError
 
 
@@ -138,7 +139,6 @@ class PCT(Strategy):
         return best
 
     def _now(self) -> int:
-        from . import traps
         return traps._EX.step
 
     def end_execution(self, steps: int) -> None:
@@ -385,7 +385,6 @@ class Replay(Strategy):
         return len(self.choices) - self.i
 
     def _name(self, tid: int) -> str:
-        from . import traps
         ex = traps._EX
         if ex is not None and 0 <= tid < len(ex.tasks):
             return ex.tasks[tid].name
