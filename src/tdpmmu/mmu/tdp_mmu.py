@@ -1898,10 +1898,10 @@ _PRESENT_BIT = S.SPTE_MMU_PRESENT_MASK.bit_length() - 1
 @transparent
 def _bulk_clear_leaf_bits_2m(kvm, iter: TdpIter, bits: int, end: int) -> bool:
     """Free-run only: clear ``bits`` (W: one bit below the present bit) on every present
-    leaf under the iterator's table
-    of 2M entries, from its entry to the last one wholly below ``end``, in one vectorised
-    step: the 2M leaves themselves and, when the walk goes down to 4K, every present 4K
-    leaf of the page tables the others point to -- what the per-entry walk (or
+    leaf under the iterator's table of 2M entries, from its entry to the last one wholly
+    below ``end``, in one vectorised step: the 2M leaves themselves and, when the walk
+    goes down to 4K, every present 4K leaf of the page tables the others point to --
+    what the per-entry walk (or
     _bulk_clear_leaf_bits, one 4K table per step) does to them, with the same rules:
     only W changes, MMU-writable is kept, so there are no stats, no handle_changed_spte
     effect and no flush obligation.  Leaves the iterator where the per-entry walk would
