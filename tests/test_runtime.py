@@ -233,3 +233,50 @@ def test_ad_hoc_scenarios_of_the_same_name_do_not_collide():
     from tdpmmu.scenarios.registry import scenario as register
     with pytest.raises(UsageError, match="registered twice"):
         register(a.name)(lambda: None)
+
+
+def test_the_shrinker_caps_each_replay_at_the_best_schedule_so_far():
+    """A candidate longer than the best schedule can never be kept, so its replay is
+    bounded by the best one's step count (and the bound follows the best)."""
+    from tdpmmu.explore.shrink import Shrinker
+    seen = []
+
+    def attempt(cand, max_steps):
+        seen.append(max_steps)
+        if len(cand) < 6 and cand[:1] == [0]:      # any shorter prefix still fails
+            return cand, 0
+        return None
+    s = Shrinker(attempt, [0, 0, 0, 1, 1, 0, 0, 1], preemptions=2)
+    best = s.shrink()
+    assert seen[0] == 8 and min(seen) == len(best) < 8
+
+
+def _livelock_and_other_caps(monkeypatch):
+    """The max_steps of every lenient replay while shrinking a Livelock and a
+    use-after-free found in the same scenario family."""
+    from tdpmmu.explore import engine
+    caps = {}
+    inner = engine.Runner.replay
+
+    def replay(self, choices, strict=True, tracing=False, max_steps=None):
+        if not strict:
+            caps.setdefault(self.defects[0], set()).add(max_steps)
+        return inner(self, choices, strict=strict, tracing=tracing, max_steps=max_steps)
+    monkeypatch.setattr(engine.Runner, "replay", replay)
+    return caps
+
+
+def test_shrinking_a_livelock_keeps_the_scenario_step_bound(monkeypatch):
+    caps = _livelock_and_other_caps(monkeypatch)
+    r = tdpmmu.explore("mmu-notifier-remap-vs-fault", strategy="pct", schedules=3, seed=0,
+                       defects=["mmu-seq-sign-extension-livelock"],
+                       params={"seq_start": 2 ** 31 - 1}, stop_on_first=True,
+                       max_shrink_runs=3)
+    assert r.failures and r.failures[0].category == "Livelock"
+    assert caps["mmu-seq-sign-extension-livelock"] == {None}   # the step bound is the bug
+    r = tdpmmu.explore("mmu-zap-leafs-vs-invalidate", strategy="pct", schedules=50, seed=0,
+                       defects=["root-iter-next-after-free"], stop_on_first=True,
+                       max_shrink_runs=5)
+    assert r.failures and r.failures[0].category == "UseAfterFree"
+    got = caps["root-iter-next-after-free"]
+    assert None not in got and max(got) <= r.failures[0].original_steps
