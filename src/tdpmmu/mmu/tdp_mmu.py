@@ -495,16 +495,8 @@ def _bulk_remove_leaf_table(kvm, pt, shared: bool) -> None:
     traps.schedule_point((RMW, pt, "xchg*", 0))
     if pt.freed:
         pt.read_once(0)
-    a = np.frombuffer(pt.vals, dtype=np.uint64)
-    frozen = np.uint64(S.FROZEN_SPTE)
-    present = a & np.uint64(S.SPTE_MMU_PRESENT_MASK)
-    n = int(np.count_nonzero(present))
-    if shared:
-        a[:] = frozen                   # every entry, as the per-entry xchg loop
-    elif n:
-        a[present != 0] = frozen        # present ones only (non-present: left alone)
-    if n:
-        kvm_update_page_stats(kvm, S.PG_LEVEL_4K, -n)
+    # shared: every entry, as the per-entry xchg loop; else the present ones only
+    _replace_4k_leaves(kvm, pt, S.FROZEN_SPTE, every=shared)
 
 
 @requires("shared", rcu="held")
@@ -699,7 +691,7 @@ def __tdp_mmu_zap_root(kvm, root: KvmMmuPage, shared: bool, zap_level: int) -> N
     Requires: mmu_lock per ``shared``; RCU.
     """
     bulk = traps.free_run() and not traps.tracing()
-    region = bulk and zap_level == S.PG_LEVEL_4K and not traps.current_execution().defects
+    region = bulk and zap_level == S.PG_LEVEL_4K and _whole_regions()
     for iter in for_each_tdp_pte_min_level_all(kvm, root, zap_level):
         while True:                                     # the kernel's "retry:" label
             if tdp_mmu_iter_cond_resched(kvm, iter, False, shared):
@@ -814,7 +806,7 @@ def tdp_mmu_zap_leafs(kvm, root: KvmMmuPage, start: int, end: int, can_yield: bo
     valid = not root_is_invalid(root)
     bulk = traps.free_run() and not traps.tracing()
     # (can_yield: the per-entry walk's reschedule points, which the region step keeps)
-    region = bulk and can_yield and not traps.current_execution().defects
+    region = bulk and can_yield and _whole_regions()
     for iter in for_each_tdp_pte_min_level(kvm, root, S.PG_LEVEL_4K, start, end):
         if can_yield and tdp_mmu_iter_cond_resched(kvm, iter, flush, False):
             flush = False
@@ -875,13 +867,20 @@ def _bulk_zap_leaf_table(kvm, iter: TdpIter) -> bool:
 def _zap_4k_leaves(kvm, pt) -> int:
     """Every present leaf of the 4K table ``pt`` made non-present (vectorised), counted
     in the stats; returns how many."""
+    return _replace_4k_leaves(kvm, pt, S.SHADOW_NONPRESENT_VALUE)
+
+
+def _replace_4k_leaves(kvm, pt, value: int, every: bool = False) -> int:
+    """Store ``value`` in every present entry of the 4K table ``pt`` (in every entry
+    with ``every``), vectorised; the present leaves leave the stats.  Returns how many
+    there were."""
     a = np.frombuffer(pt.vals, dtype=np.uint64)
     present = a & np.uint64(S.SPTE_MMU_PRESENT_MASK)
     n = int(np.count_nonzero(present))
-    if n == S.SPTE_ENT_PER_PAGE:
-        a.fill(S.SHADOW_NONPRESENT_VALUE)   # a full table (the common case)
+    if every or n == S.SPTE_ENT_PER_PAGE:
+        a.fill(value)                   # (a full table: the common case)
     elif n:
-        a[present != 0] = np.uint64(S.SHADOW_NONPRESENT_VALUE)
+        a[present != 0] = np.uint64(value)
     if n:
         kvm_update_page_stats(kvm, S.PG_LEVEL_4K, -n)
     return n
@@ -1734,9 +1733,7 @@ def wrprot_gfn_range(kvm, root, start: int, end: int, min_level: int) -> bool:
     # change, so entries that need none (not present, not leaves, already read-only)
     # were skipped without one
     late = traps.defect("yield-only-after-spte-change")
-    # whole 1G regions at once only on the correct model: a defect may live in the
-    # per-entry steps (the per-table bulk below keeps the 2M entries' steps)
-    bulk_2m = bulk and min_level <= S.PG_LEVEL_2M and not traps.current_execution().defects
+    bulk_2m = bulk and min_level <= S.PG_LEVEL_2M and _whole_regions()
     rcu_read_lock()
     for iter in for_each_tdp_pte_min_level(kvm, root, min_level, start, end):
         if (bulk_2m and iter.level == S.PG_LEVEL_2M and iter.gfn >= start
@@ -1895,14 +1892,32 @@ def _bulk_clear_leaf_bits(kvm, iter: TdpIter, bits: int, idxs) -> bool:
 _PRESENT_BIT = S.SPTE_MMU_PRESENT_MASK.bit_length() - 1
 
 
+def _present_shift(bit: int):
+    """The shift that moves the present bit onto ``bit`` (a single bit below it)."""
+    assert 0 < bit < S.SPTE_MMU_PRESENT_MASK and bit & (bit - 1) == 0
+    return np.uint64(_PRESENT_BIT - (bit.bit_length() - 1))
+
+
+def _clear_on_present(v, shift, mask):
+    """Clear ``mask`` (the bit of ``shift``, for all entries or per entry) in the present
+    SPTEs of ``v`` (a writable view), without boolean indexing: the present bit shifted
+    onto it, and-ed with the SPTEs and the mask, is exactly what to clear.  Returns
+    the bits cleared."""
+    t = v >> shift
+    t &= v
+    t &= mask
+    v ^= t
+    return t
+
+
 @transparent
 def _bulk_clear_leaf_bits_2m(kvm, iter: TdpIter, bits: int, end: int) -> bool:
     """Free-run only: clear ``bits`` (W: one bit below the present bit) on every present
     leaf under the iterator's table of 2M entries, from its entry to the last one wholly
     below ``end``, in one vectorised step: the 2M leaves themselves and, when the walk
     goes down to 4K, every present 4K leaf of the page tables the others point to --
-    what the per-entry walk (or
-    _bulk_clear_leaf_bits, one 4K table per step) does to them, with the same rules:
+    what the per-entry walk (or _bulk_clear_leaf_bits, one 4K table per step) does to
+    them, with the same rules:
     only W changes, MMU-writable is kept, so there are no stats, no handle_changed_spte
     effect and no flush obligation.  Leaves the iterator where the per-entry walk would
     be after the region: on the last entry (inside its table, at its last entry, when it
@@ -1919,18 +1934,12 @@ def _bulk_clear_leaf_bits_2m(kvm, iter: TdpIter, bits: int, end: int) -> bool:
         pointers = np.flatnonzero(present & ~large)
         if pointers.size:
             by_pfn = kvm.pt_by_pfn
-            assert 0 < bits < S.SPTE_MMU_PRESENT_MASK and bits & (bits - 1) == 0
-            shift = np.uint64(_PRESENT_BIT - (bits.bit_length() - 1))
+            shift = _present_shift(bits)
             for pfn in ((w[pointers] & np.uint64(S.SPTE_BASE_ADDR_MASK))
                         >> np.uint64(S.PAGE_SHIFT)).tolist():
                 child = by_pfn[pfn].spt
-                v = np.frombuffer(child.vals, dtype=np.uint64)
-                t = v >> shift                  # the present bit, moved onto ``bits``
-                t &= v
-                t &= b                          # = bits set on present leaves
-                if changed or t.any():
-                    changed = True
-                    v ^= t
+                t = _clear_on_present(np.frombuffer(child.vals, dtype=np.uint64), shift, b)
+                changed = changed or bool(t.any())
             if int(pointers[-1]) != last - first:
                 child = None
             # the per-entry walk reaches a reschedule point at every 2M entry: the
@@ -1954,6 +1963,13 @@ def _iter_jump_region(iter: TdpIter, last: int, spte: int, child) -> None:
         iter.pt = child
         iter.idx = S.SPTE_ENT_PER_PAGE - 1
         iter.old_spte = child.vals[iter.idx]
+
+
+def _whole_regions() -> bool:
+    """Whether a free-run walk (the caller checks free_run and tracing) may do a whole
+    1G region in one step: only on the correct model, since a defect may live in the
+    per-entry steps (the per-table bulk paths keep the 2M entries' steps)."""
+    return not traps.current_execution().defects
 
 
 def _bulk_region(iter: TdpIter, end: int, verb: str):
@@ -2019,17 +2035,10 @@ def _bulk_clear_dirty_bitmap(kvm, root, base_gfn: int, bitmap, wrprot: bool) -> 
             if pt.freed:
                 pt.read_once(0)
             watchdog_work(n)
-        # per table: the present bit shifted onto ``dbit``, and-ed with the SPTEs and
-        # the wanted pages = the bits to clear (present leaves with dbit set)
-        assert 0 < dbit < S.SPTE_MMU_PRESENT_MASK and dbit & (dbit - 1) == 0
-        clear = want.astype(np.uint64) * np.uint64(dbit)
-        shift = np.uint64(_PRESENT_BIT - (dbit.bit_length() - 1))
-        for pt, w in zip(tables, clear):
-            v = np.frombuffer(pt.vals, dtype=np.uint64)
-            t = v >> shift
-            t &= v
-            t &= w
-            v ^= t
+        # per table: dbit cleared on the present leaves of the wanted pages
+        shift = _present_shift(dbit)
+        for pt, w in zip(tables, want.astype(np.uint64) * np.uint64(dbit)):
+            _clear_on_present(np.frombuffer(pt.vals, dtype=np.uint64), shift, w)
     rcu_read_unlock()
 
 
