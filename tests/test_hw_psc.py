@@ -9,6 +9,7 @@ import pytest
 
 import tdpmmu
 from tdpmmu.mmu import READ_ACCESS, WRITE_ACCESS, guest_access
+from tdpmmu.mmu.hw import PFERR_PRESENT_MASK, TlbEntry, hardware_walk
 from tdpmmu.mmu import spte as S
 from tdpmmu.mmu.tdp_iter import spte_to_child_pt
 
@@ -65,3 +66,54 @@ def test_leaving_rcu_before_the_pending_flush_is_a_use_after_free(strategy):
                        shrink=False)       # (shrinking is the catalogue test's)
     assert r.failures and r.failures[0].category == "UseAfterFree"
     assert "hardware_walk" in tdpmmu.render_failure(r.failures[0])
+
+
+def _clear_rights_of_the_pd_entry(mask_of):
+    """A 4K page mapped writable and executable; then ``mask_of(kvm)`` is cleared in the
+    PDPT entry above its tables (behind KVM's back, the leaf untouched): which accesses
+    the CPU still completes through the cached tables and, after a flush, a full walk."""
+    def body(kvm):
+        add_slot(kvm, npages=1024)
+        v = vcpu(kvm)
+        gpa = 0x10 << 12
+        guest_access(v, gpa, WRITE_ACCESS)
+        root = v.root.spt
+        pdpt = spte_to_child_pt(kvm, root.vals[0], 4)
+        leaf = _leaf(kvm, root, 0x10)
+        leaf_before = S.is_writable_pte(leaf), S.is_executable_pte(leaf, kvm.masks)
+        pdpt.vals[0] &= ~mask_of(kvm)
+        v.tlb.flush()
+        w = hardware_walk(v, 0x10, WRITE_ACCESS)
+        r = hardware_walk(v, 0x10, READ_ACCESS)
+        cached = [c for key, c in v.tlb.psc.items() if key[1] < 3]
+        return leaf_before, w, r, cached
+    return body
+
+
+def _leaf(kvm, root, gfn):
+    pt, level = root, 4
+    while True:
+        spte = pt.vals[(gfn >> (9 * (level - 1))) & 511]
+        if level == 1 or spte & S.PT_PAGE_SIZE_MASK:
+            return spte
+        pt = spte_to_child_pt(kvm, spte, level)
+        level -= 1
+
+
+def test_a_write_needs_w_in_every_entry_of_the_walk():
+    """EPT (and NPT) rights are the AND over the walk: W cleared in a non-leaf entry
+    makes the writable leaf below it read-only to the CPU, also through the
+    paging-structure caches filled by the next walk."""
+    leaf_w, w, r, cached = run_single(_clear_rights_of_the_pd_entry(
+        lambda kvm: S.PT_WRITABLE_MASK))[0]
+    assert leaf_w == (True, True)
+    assert w == PFERR_PRESENT_MASK                       # an EPT violation
+    assert isinstance(r, TlbEntry) and not r.writable    # reads still work
+    assert cached and all(c.__class__ is tuple and c[1] is False for c in cached)
+
+
+def test_a_fetch_needs_x_in_every_entry_of_the_walk():
+    leaf_w, w, r, cached = run_single(_clear_rights_of_the_pd_entry(
+        lambda kvm: kvm.masks.x_mask))[0]
+    assert leaf_w == (True, True)
+    assert isinstance(w, TlbEntry) and w.writable and not w.executable

@@ -153,17 +153,20 @@ def check(budget, seed, scenarios, defects, jobs, stop_on_first, as_json, verbos
     for col in ("scenario", "strategy", "schedules", "steps", "violations", "racy branches reached",
                 "status"):
         table.add_column(col, justify="right" if col in ("schedules", "steps", "violations") else "left")
-    for r in results:
-        status = "exhausted" if r.exit_reason is ExitReason.EXHAUSTED else "budget"
-        if r.under_explored:
-            status += f" [yellow]under-explored: {', '.join(r.under_explored)}[/yellow]"
-        nv = len(r.failures)
-        cov = ", ".join(f"{k} {v}" for k, v in sorted(r.coverage.items())) or "-"
-        table.add_row(r.scenario, r.strategy, str(r.executions), str(r.steps),
-                      f"[red]{nv}[/red]" if nv else "0", cov, status)
-    _console().print(table)
+    # a key branch counts as missed only if no run of the scenario (any strategy, any
+    # variant: some configurations cannot reach it, e.g. PML never write-protects) did
     under = sorted({(r.scenario, b) for r in results for b in r.under_explored
                     if all(b in x.under_explored for x in results if x.scenario == r.scenario)})
+    for r in results:
+        status = "exhausted" if r.exit_reason is ExitReason.EXHAUSTED else "budget"
+        missed = [b for b in r.under_explored if (r.scenario, b) in under]
+        if missed:
+            status += f" [yellow]under-explored: {', '.join(missed)}[/yellow]"
+        nv = len(r.failures)
+        cov = ", ".join(f"{k} {v}" for k, v in sorted(r.coverage.items())) or "-"
+        table.add_row(_run_label(r), r.strategy, str(r.executions), str(r.steps),
+                      f"[red]{nv}[/red]" if nv else "0", cov, status)
+    _console().print(table)
     if under:
         click.echo("under-explored (a key racy branch no strategy reached): "
                    + "; ".join(f"{sc}: {b}" for sc, b in under))
@@ -174,6 +177,19 @@ def check(budget, seed, scenarios, defects, jobs, stop_on_first, as_json, verbos
     if n:
         click.echo(f"{n} violation(s) found")
     return code
+
+
+def _run_label(r) -> str:
+    """The scenario, with the parameters a variant (or a defect) sets."""
+    from .scenarios import get_scenario
+    defaults = get_scenario(r.scenario).params
+    diff = [f"{k}={_fmt_param(v)}" for k, v in sorted((r.params or {}).items())
+            if defaults.get(k, object()) != v]
+    return f"{r.scenario} ({', '.join(diff)})" if diff else r.scenario
+
+
+def _fmt_param(v) -> str:
+    return ("true" if v else "false") if isinstance(v, bool) else str(v)
 
 
 @cli.command("explore")

@@ -38,8 +38,9 @@ def _run(job: Job, stop_on_first: bool = False) -> ExploreResult:
 
 
 def check_plan(budget: int, seed: int = 0, scenarios=(), defects=()) -> list[Job]:
-    """The default campaign's jobs: every default scenario (or ``scenarios``) x
-    :data:`CHECK_STRATEGIES` (DFS with the scenario's preemption bound, where it has one).
+    """The default campaign's jobs: every default scenario (or ``scenarios``), with its
+    default parameters and then each of its ``variants``, x :data:`CHECK_STRATEGIES`
+    (DFS with the scenario's preemption bound, where it has one).
 
     With ``defects``, the scenarios each defect names run first, in the order it names
     them (so a report leads with the flow the bug belongs to), and a defect that needs
@@ -65,6 +66,7 @@ def check_plan(budget: int, seed: int = 0, scenarios=(), defects=()) -> list[Job
         variants = [dict(d.params) for d in ds
                     if d.params and name in d.scenarios and set(d.params) <= set(sc.params)]
         variants.append({k: sc.params[k] for k in keys})
+        variants += [dict(v) for v in sc.variants if dict(v) not in variants]
         for params in variants:
             for st in CHECK_STRATEGIES:
                 if st == "dfs" and sc.dfs_bound is None:

@@ -120,6 +120,9 @@ def free_run_fault_walk(vcpu, gfn: int, write: bool, exec_: bool):
     pt = root.spt
     level = root.role.level
     tables = []
+    m = kvm.masks               # a non-leaf SPTE must grant W and X, as KVM's all do
+    full = S.PT_WRITABLE_MASK | m.x_mask
+    rights = full | m.nx_mask
     while True:                                  # the walk of kvm_tdp_mmu_map
         if pt.freed:
             return None
@@ -128,6 +131,8 @@ def free_run_fault_walk(vcpu, gfn: int, write: bool, exec_: bool):
         spte = pt.vals[idx]
         if not spte & _MMU_PRESENT or level == 1 or spte & _LARGE:
             break
+        if spte & rights != full:
+            return None                          # the CPU's walk would fault here
         pt = pt_by_pfn[(spte & _ADDR) >> 12].spt
         level -= 1
     goal = S.PG_LEVEL_4K

@@ -87,7 +87,10 @@ _ALIGN_1G = -S.KVM_PAGES_PER_HPAGE(S.PG_LEVEL_1G)
 class Tlb:
     """One vCPU's TLB: translations by (level-aligned gfn, level); and its
     paging-structure caches (``psc``): (root table, level, gfn >> 9 * level) -> the page
-    table of that level covering the gfn, as a walk found it."""
+    table of that level covering the gfn, as a walk found it.  Like the CPU's caches it
+    also keeps the logical AND of the upper entries' write and execute rights: a bare
+    table when they granted both (what KVM's non-leaf SPTEs always do), else a tuple
+    ``(table, writable, executable)``."""
 
     def __init__(self, vcpu: KvmVcpu):
         self.vcpu = vcpu
@@ -159,9 +162,12 @@ def hardware_walk(vcpu: KvmVcpu, gfn: int, access: str):
     top = root.spt
     psc = vcpu.tlb.psc
     pt = None
+    w_ok = x_ok = True      # the AND of the rights of the entries above (EPT and NPT)
     for level in range(1, root.role.level):     # the deepest cached table first
         pt = psc.get((top, level, gfn >> (9 * level)))
         if pt is not None:
+            if pt.__class__ is tuple:
+                pt, w_ok, x_ok = pt
             break
     if pt is None:
         pt = top
@@ -180,11 +186,17 @@ def hardware_walk(vcpu: KvmVcpu, gfn: int, access: str):
             return 0
         if level == 1 or spte & S.PT_PAGE_SIZE_MASK:
             break
+        if not spte & S.PT_WRITABLE_MASK:
+            w_ok = False
+        if not S.is_executable_pte(spte, m):
+            x_ok = False
         pt = pt_by_pfn[(spte & S.SPTE_BASE_ADDR_MASK) >> 12].spt
         level -= 1
-        psc[(top, level, gfn >> (9 * level))] = pt     # the paging-structure cache
-    writable = S.is_writable_pte(spte)
-    executable = S.is_executable_pte(spte, m)
+        # the paging-structure cache, with the rights granted so far
+        psc[(top, level, gfn >> (9 * level))] = pt if w_ok and x_ok else (pt, w_ok, x_ok)
+    # a write (fetch) needs W (X) in every entry of the walk, not only in the leaf
+    writable = w_ok and S.is_writable_pte(spte)
+    executable = x_ok and S.is_executable_pte(spte, m)
     if (access == WRITE_ACCESS and not writable) or (access == EXEC_ACCESS and not executable):
         return PFERR_PRESENT_MASK
     dirty = bool(spte & m.dirty_mask)
@@ -291,7 +303,8 @@ def _free_run_fault_access(vcpu: KvmVcpu, gfn: int, access: str) -> int | None:
             pt = psc.get((top, level, gfn >> (9 * level)))
             if pt is not None:               # both walks start at the deepest one
                 if top_level - level >= depth or tables[top_level - level] is not pt:
-                    return None             # a stale cached table: the walks differ
+                    # a stale cached table, or one cached with reduced rights (a tuple):
+                    return None             # the walks differ
                 start = level
                 break
     kind, pt, idx, level = fastpath.free_run_page_fault(vcpu, gfn, walk)

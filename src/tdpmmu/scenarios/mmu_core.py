@@ -147,7 +147,7 @@ def mmu_smm_teardown(vcpus: int = 2):
 
 
 @scenario("mmu-fault-vs-zap-range", tags=MMU, dfs_bound=2, max_steps=60_000,
-          key_branches=("fault-retry",))
+          key_branches=("fault-retry",), variants=({"backing": 2},))
 def mmu_fault_vs_zap_range(vcpus: int = 1, backing: int = 1, host_maxphyaddr: int = 52,
                            mmio_gpa: int = -1):
     """A vCPU faults and accesses a page while kvm_zap_gfn_range zaps (and flushes) the
@@ -457,7 +457,7 @@ def mmu_dirty_clear_vs_zap():
     return spawn_teardown(kvm, tasks)
 
 @scenario("mmu-notifier-remap-vs-fault", tags=MMU, dfs_bound=2, max_steps=60_000,
-          key_branches=("fault-retry",))
+          key_branches=("fault-retry",), variants=({"memslot_update": True},))
 def mmu_notifier_remap_vs_fault(vcpus: int = 2, seq_start: int = 0,
                                 memslot_update: bool = False):
     """The host migrates the page backing a GFN (mmu_notifier invalidate_range_start:
@@ -547,21 +547,28 @@ def mmu_fast_pf_vs_write_track():
     return run_flows(kvm, lambda _v: vcpu, write_tracker=tracker, dirty_log=dirty_log_enable)
 
 @scenario("mmu-dirty-log-vs-writes", tags=MMU, dfs_bound=1, max_steps=80_000,
-          key_branches=("fast-pf-made-writable",))
+          key_branches=("fast-pf-made-writable",),
+          variants=({"mode": "clear-log"}, {"pml": True, "nested": True},
+                    {"backing": 2, "fresh": True}))
 def mmu_dirty_log_vs_writes(pages: int = 3, rounds: int = 2, mode: str = "dirty-log",
-                            pml: bool = False, nested: bool = False):
+                            pml: bool = False, nested: bool = False, backing: int = 1,
+                            fresh: bool = False):
     """dirty_log_test's invariant: a vCPU keeps writing pages while the VMM enables dirty
     logging (write-protect) and collects the log repeatedly -- ``mode`` "dirty-log"
     (GET_DIRTY_LOG takes the bitmap, re-protects and flushes) or "clear-log" (manual
     protect: GET is a snapshot, CLEAR_DIRTY_LOG clears and re-protects).  Every write must
     show up in a collection.  ``pml``: the CPU logs writes that set D bits (KVM clears D
     instead of W); ``nested``: once logging is on, L1 (without EPT) enters L2, which
-    keeps writing the same pages through its own TDP root (PML is off for L2)."""
+    keeps writing the same pages through its own TDP root (PML is off for L2);
+    ``backing``: the host page size (2: the slot is backed by 2M pages, e.g. THP);
+    ``fresh``: each round also writes pages never touched before, in the slot's second
+    half (dirty_log_test's guest writes random pages: most are first touched while the
+    log is on)."""
     from ..mmu.hw import kvm_nested_transition
     from ..mmu.mmu import kvm_clear_dirty_log, kvm_get_dirty_log_manual, kvm_get_dirty_log_protect
     if mode not in ("dirty-log", "clear-log"):
         raise InvariantViolation(f"mode must be dirty-log or clear-log, not {mode!r}")
-    kvm = build_vm(1)
+    kvm = build_vm(1, backing_level=backing)
     kvm.enable_pml = pml
     if mode == "clear-log":
         kvm.manual_dirty_log_protect = (KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE
@@ -578,6 +585,8 @@ def mmu_dirty_log_vs_writes(pages: int = 3, rounds: int = 2, mode: str = "dirty-
             kvm_nested_transition(v, True)      # VMLAUNCH of L2
         for r in range(rounds):
             write_pages(v, 1, pages)
+            if fresh:
+                write_pages(v, 512 + r * pages, pages)
         if nested:
             kvm_nested_transition(v, False)
         finished.complete_all()
@@ -619,7 +628,8 @@ def mmu_memslot_delete_vs_faults(vcpus: int = 2):
 
     return run_flows(kvm, vcpu_body, vmm_delete=memslot_deleter(kvm, victim))
 
-@scenario("mmu-aging-vs-access", tags=MMU, dfs_bound=2, max_steps=60_000)
+@scenario("mmu-aging-vs-access", tags=MMU, dfs_bound=2, max_steps=60_000,
+          variants=({"ad_bits": False},))
 def mmu_aging_vs_access(vcpus: int = 2, ad_bits: bool = True):
     """Host page reclaim ages guest memory (MMU-notifier clear_young / test_young, lockless
     under RCU since v6.15) while vCPUs access it -- one through a 2M leaf in the normal
@@ -871,6 +881,38 @@ def mmu_nx_toggle_vs_exec_faults(vcpus: int = 2, toggle_at_start: bool = False):
         kvm_nx_huge_page_recovery_worker(kvm, 2 * period)
 
     return run_flows(kvm, vcpu_body, admin=admin, nx_recovery=recovery_thread)
+
+
+#: the first gfn above 512 GiB: where a 4-level root's second top-level entry starts
+GFN_512G = 1 << 27
+
+
+@scenario("mmu-large-vm-zap-all-fast", tags=MMU, dfs_bound=1, max_steps=60_000,
+          key_branches=("yield-mid-walk",))
+def mmu_large_vm_zap_all_fast(vcpus: int = 2):
+    """A VM with more than 512 GiB of memory: its RAM runs across the 512 GiB boundary,
+    so every root links two top-level (PML4) entries.  vCPUs fault memory on both sides
+    of the boundary while a memslot update invalidates every root and zaps them under the
+    read lock -- the zap's second pass walks the top-level entries themselves and may
+    yield between them -- and the VM is torn down.  (The model backs only the 2 MiB
+    around the boundary, plus low memory: a memslot costs nothing per page.)"""
+    kvm = kvm_create_vm()
+    kvm_set_memory_region(kvm, 0, 0, 0, 512)
+    kvm_set_memory_region(kvm, 0, 1, GFN_512G - 256, 512)
+    for _ in range(vcpus):
+        kvm_create_vcpu(kvm)
+
+    def vcpu_body(v):
+        def run():
+            below, above = GFN_512G - 1 - v.vcpu_id, GFN_512G + v.vcpu_id
+            guest_access(v, above << 12, WRITE_ACCESS)
+            guest_access(v, v.vcpu_id << 12, READ_ACCESS)
+            guest_access(v, below << 12, WRITE_ACCESS)
+            guest_access(v, above << 12, READ_ACCESS)
+        return run
+
+    return run_flows(kvm, vcpu_body, memslot_update=lambda: zap_all_fast(kvm))
+
 
 NEG = "model negative control"
 register_defect("fault-without-mmu-lock", "page fault maps without taking mmu_lock",

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..runtime.errors import UsageError
 
@@ -50,6 +50,10 @@ class Scenario:
     #: racy branches this scenario exists to reach (racy-branch coverage): a campaign
     #: that never reached one of them leaves the scenario flagged as under-explored
     key_branches: tuple = ()
+    #: further parameter sets the default campaign also explores (each a dict of
+    #: overrides): configurations as common as the defaults (PML, manual dirty-log
+    #: protection, EPT without A/D bits...) whose code paths the defaults do not reach
+    variants: tuple = ()
 
     def resolve(self, overrides: dict | None) -> dict:
         """Defaults updated with ``overrides`` (validated and converted)."""
@@ -73,6 +77,7 @@ class Scenario:
         return {"name": self.name, "description": self.description, "params": self.params,
                 "tags": sorted(self.tags), "default": self.default,
                 "key_branches": list(self.key_branches),
+                "variants": [dict(v) for v in self.variants],
                 "defects": [d.name for d in DEFECTS.values() if self.name in d.scenarios]}
 
 
@@ -133,8 +138,9 @@ def _same_function(a, b) -> bool:
 
 
 def scenario(name: str, *, description: str | None = None, tags=(), max_steps: int = 20_000,
-             dfs_bound: int | None = 2, default: bool = True, key_branches=()):
-    """Register a scenario function under ``name`` (decorator)."""
+             dfs_bound: int | None = 2, default: bool = True, key_branches=(), variants=()):
+    """Register a scenario function under ``name`` (decorator).  ``variants``: parameter
+    overrides the default campaign explores besides the defaults (see Scenario)."""
     def deco(fn):
         old = SCENARIOS.get(name)
         if old is not None and not _same_function(old.fn, fn):
@@ -146,8 +152,11 @@ def scenario(name: str, *, description: str | None = None, tags=(), max_steps: i
                 raise UsageError(f"scenario {name}: parameter {p.name} needs a default")
             params[p.name] = p.default
         doc = description or (inspect.getdoc(fn) or "").split("\n\n")[0].replace("\n", " ")
-        SCENARIOS[name] = Scenario(name, fn, doc, params, frozenset(tags), max_steps,
-                                   dfs_bound, default, tuple(key_branches))
+        sc = Scenario(name, fn, doc, params, frozenset(tags), max_steps, dfs_bound, default,
+                      tuple(key_branches))
+        # (validated and converted now: a typo must not wait for a campaign)
+        SCENARIOS[name] = replace(sc, variants=tuple(
+            {k: sc.resolve(v)[k] for k in v} for v in variants))
         fn.scenario_name = name
         return fn
     return deco
