@@ -46,8 +46,9 @@ def test_each_oracle_class_has_a_defect():
     from tdpmmu.mmu.oracles import (FastFaultUnsafe, SpteLostUpdate, StructureViolation,
                                     TlbIncoherence)
     from tdpmmu.runtime.errors import KernelWarning
-    from tdpmmu.mmu.oracles import DirtyLogIncomplete, HostSafetyViolation
+    from tdpmmu.mmu.oracles import (DirtyLogIncomplete, HostSafetyViolation,
+                                    WriteTrackBypassed)
     classes = {d.expected for d in all_defects()}
     for k in (TlbIncoherence, StructureViolation, SpteLostUpdate, KernelWarning,
-              FastFaultUnsafe, DirtyLogIncomplete, HostSafetyViolation):
+              FastFaultUnsafe, DirtyLogIncomplete, HostSafetyViolation, WriteTrackBypassed):
         assert k.__name__ in classes

@@ -336,6 +336,8 @@ def _free_run_fault_access(vcpu: KvmVcpu, gfn: int, access: str) -> int | None:
     if access == EXEC_ACCESS:
         oracles.check_exec_mapping(vcpu, e)
     elif write:
+        if kvm.write_track_enforced:
+            oracles.check_write_tracked(vcpu, gfn, e)
         oracles.note_guest_write(vcpu, gfn)
     vcpu.guest_exits += 2
     return pfn
@@ -353,6 +355,8 @@ def _complete_access(vcpu: KvmVcpu, e: TlbEntry, gfn: int, access: str) -> int:
     if access == EXEC_ACCESS:
         oracles.check_exec_mapping(vcpu, e)
     if access == WRITE_ACCESS:
+        if vcpu.kvm.write_track_enforced:
+            oracles.check_write_tracked(vcpu, gfn, e)
         oracles.note_guest_write(vcpu, gfn)
     vcpu_exit_guest(vcpu)
     return pfn

@@ -345,6 +345,9 @@ class Kvm:
         self.pending_flushes: list = []
         #: write-tracked gfns (kvm_slot_page_track_add_page): writes are emulated
         self.write_tracked: set = set()
+        #: oracle state: gfns whose tracking has been fully set up (write-protected and
+        #: flushed): a guest write to one of them that completes is a bug
+        self.write_track_enforced: set = set()
         #: design A only: kworker tasks zapping invalidated roots (tdp_mmu_zap_wq)
         self.tdp_mmu_zap_wq: list = []
         #: PML (kvm_x86_ops.cpu_dirty_log_size != 0, VMX enable_pml): the CPU logs the

@@ -1363,6 +1363,7 @@ def kvm_slot_page_track_add_page(kvm: Kvm, slot, gfn: int) -> None:
     if kvm_tdp_mmu_write_protect_gfn(kvm, slot, gfn, S.PG_LEVEL_4K):
         kvm_flush_remote_tlbs(kvm)
     write_unlock(kvm.mmu_lock)
+    kvm.write_track_enforced.add(gfn)       # the oracle's: no guest write may complete now
 
 
 # -- dirty logging (kvm_main.c / x86.c; write protection, or D bits with PML) ---------

@@ -425,6 +425,21 @@ def check_host_page_touch(kvm, pfn: int, how: str) -> None:
             raise v
 
 
+class WriteTrackBypassed(InvariantViolation):
+    summary = ("a guest write reached a write-tracked page without being emulated: a "
+               "writable SPTE (or TLB entry) survived, or came back after, write-tracking")
+
+
+def check_write_tracked(vcpu, gfn: int, how) -> None:
+    """A guest write through ``how`` is about to complete.  Once starting to track a gfn
+    has returned (its SPTEs write-protected, MMU-writable cleared, TLBs flushed), every
+    write to it must exit to KVM and be emulated (page_fault_handle_page_track)."""
+    if gfn in vcpu.kvm.write_track_enforced:
+        raise WriteTrackBypassed(
+            f"{vcpu.name} wrote gfn {gfn:#x} through {_how(how)}, but that gfn is "
+            f"write-tracked: the write had to fault and be emulated")
+
+
 class NxHugePageViolation(InvariantViolation):
     summary = ("a guest instruction fetch used an executable huge page while the NX huge "
                "page (iTLB multihit) mitigation was enforced")

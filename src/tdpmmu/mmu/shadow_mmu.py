@@ -151,6 +151,7 @@ def unaccount_shadowed(kvm, sp: ShadowMmuPage) -> None:
         else:
             del kvm.arch.shadow_write_track[sp.gfn]
             kvm.write_tracked.discard(sp.gfn)          # __kvm_write_track_remove_gfn
+            kvm.write_track_enforced.discard(sp.gfn)
 
 
 @requires("write")

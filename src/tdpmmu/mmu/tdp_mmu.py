@@ -1792,7 +1792,10 @@ def write_protect_gfn(kvm, root, gfn: int, min_level: int) -> bool:
         if not S.is_shadow_present_pte(old) or not S.is_last_spte(old, iter.level):
             continue
         new = old & ~(S.PT_WRITABLE_MASK | kvm.masks.mmu_writable_mask)
-        if new == old:
+        if new == old or (traps.defect("wrprot-gfn-checks-w-only")
+                          and not S.is_writable_pte(old)):
+            # the defect: before 7c8a4742c4ab an SPTE already without W (dirty logging)
+            # was skipped, leaving MMU-writable set for the fast path to use
             break
         tdp_mmu_iter_set_spte(kvm, iter, new)
         spte_set = True

@@ -960,6 +960,14 @@ register_defect("fault-ignores-mmu-seq", "the fault path skips the mmu_invalidat
                 "it anyway: the vCPU uses the migrated page (in other schedules the kernel's "
                 "own WARN about a present leaf meeting another pfn fires first).",
                 source=NEG)
+register_defect("wrprot-gfn-checks-w-only", "write-tracking skips SPTEs that are only "
+                "write-protected for dirty logging", "WriteTrackBypassed",
+                ["mmu-fast-pf-vs-write-track"],
+                "7c8a4742c4ab (KVM: x86/mmu: Fix write-protection of PTs mapped by the TDP "
+                "MMU): write_protect_gfn treated an SPTE without W as done, so one "
+                "write-protected for dirty logging kept MMU-writable and the fast page "
+                "fault made it writable again -- the guest then writes a tracked page.",
+                source=NEG)
 register_defect("fast-pf-plain-write", "fast page fault fixes the SPTE with a plain store",
                 "FastFaultUnsafe", ["mmu-fast-pf-vs-zap"],
                 "Without the cmpxchg, a lockless fix made after a concurrent zap resurrects "
