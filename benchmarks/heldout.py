@@ -1,0 +1,212 @@
+"""Held-out bugs: TDP MMU bugs that are NOT in the catalogue (bugs.md) nor in the model's
+defects, applied as source patches to a copy of the installed model -- what a KVM
+developer prototyping a change does -- then ``tdpmmu check --stop-on-first`` (the
+default campaign, no --defect hint) is run on the copy.  Prints, per mutation, whether
+the campaign found it, the first violation's class and scenario, and the wall time,
+beside the wall time of the same campaign on the unpatched copy (the baseline, measured
+in this run: the cost of a campaign that finds nothing).
+
+The checkers were not tuned to these: each row is what the general checkers report.
+Historical ones name the kernel fix; the others are plausible slips in the same code.
+
+    python benchmarks/heldout.py [--only NAME ...] [--jobs N] [--timeout S]
+                                 [--no-baseline] [--list] [--json] [--markdown]
+
+Exit status 0; a mutation whose patch no longer applies is an error (exit 2): the
+model's source changed and this file must follow it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+T = "mmu/tdp_mmu.py"
+I = "mmu/tdp_iter.py"
+M = "mmu/mmu.py"
+
+#: name -> (origin, [(file under the package, old text, new text), ...])
+MUTATIONS = {
+    "iter-no-forward-progress": (
+        "ed5e484b79e8 KVM: x86/mmu: Ensure forward progress when yielding in TDP MMU iter",
+        [(T, "    if iter.next_last_level_gfn == iter.yielded_gfn:\n        return False\n"
+             "    return kvm.mmu_lock", "    return kvm.mmu_lock")]),
+    "iter-advance-after-restart": (
+        "3a0f64de479c KVM: x86/mmu: Don't advance iterator after restart due to yielding",
+        [(I, "    if iter.yielded:\n        tdp_iter_restart(iter)\n        return\n",
+             "    if iter.yielded:\n        tdp_iter_restart(iter)\n")]),
+    "clear-dirty-non-leaf": (
+        "v6.8 KVM: x86/mmu: Check for leaf SPTE when clearing dirty bit in the TDP MMU "
+        "(here: no leaf check at all)",
+        [(T, "            if not S.is_shadow_present_pte(iter.old_spte) or not S.is_last_spte(\n"
+             "                    iter.old_spte, iter.level):\n                break\n"
+             "            if tdp_mmu_iter_cond_resched(kvm, iter, False, True):",
+             "            if not S.is_shadow_present_pte(iter.old_spte):\n                break\n"
+             "            if tdp_mmu_iter_cond_resched(kvm, iter, False, True):")]),
+    "alloc-reuses-invalid-root": (
+        "plausible: the lookup under tdp_mmu_pages_lock reuses an invalidated root",
+        [(T, "            if root.role == role and not root_is_invalid(root):\n"
+             "                if valid_roots_may_be_dying():",
+             "            if root.role == role:\n                if valid_roots_may_be_dying():")]),
+    "removed-pt-freezes-present-only": (
+        "plausible: handle_removed_pt under the read lock freezes only present entries",
+        [(T, "            j = _freeze_nonpresent_run(pt, i, shared)",
+             "            j = _freeze_nonpresent_run(pt, i, False)"),
+         (T, "        if shared:\n            while True:\n"
+             "                old_spte = kvm_tdp_mmu_write_spte_atomic(pt, i, S.FROZEN_SPTE)",
+             "        if shared and not S.is_shadow_present_pte(pt.read_once(i)):\n"
+             "            i += 1\n            continue\n        if shared:\n            while True:\n"
+             "                old_spte = kvm_tdp_mmu_write_spte_atomic(pt, i, S.FROZEN_SPTE)")]),
+    "hugepage-ignores-dirty-logging": (
+        "plausible: kvm_mmu_hugepage_adjust maps huge pages in a dirty-logged slot",
+        [(M, "fault.slot is None or fault.slot.dirty_logging():", "fault.slot is None:")]),
+    "split-child-wrong-step": (
+        "plausible: a split fills the child table with the parent level's page step",
+        [(T, "    step = S.KVM_PAGES_PER_HPAGE(level - 1) << S.PAGE_SHIFT\n    np.frombuffer",
+             "    step = S.KVM_PAGES_PER_HPAGE(level) << S.PAGE_SHIFT\n    np.frombuffer")]),
+    "put-root-frees-without-rcu": (
+        "plausible: the last root put frees the root at once, not after a grace period",
+        [(T, "        tdp_mmu_zap_root_at_last_put(kvm, root)     # design P (v5.15)\n"
+             "    call_rcu(tdp_mmu_free_sp_rcu_callback(root), \"tdp_mmu_free_sp_rcu_callback\")",
+             "        tdp_mmu_zap_root_at_last_put(kvm, root)     # design P (v5.15)\n"
+             "    tdp_mmu_free_sp(root)")]),
+    "fast-pf-without-rcu": (
+        "plausible: fast_page_fault walks without walk_shadow_page_lockless_begin (RCU)",
+        [(M, "    retry = 0\n    rcu_read_lock()\n    while True:\n",
+             "    retry = 0\n    while True:\n"),
+         (M, "        if retry > 4:\n            break\n    rcu_read_unlock()\n",
+             "        if retry > 4:\n            break\n")]),
+    "retry-ignores-in-progress": (
+        "plausible: mmu_invalidate_retry_gfn checks the sequence only, not an "
+        "invalidation in progress",
+        [(M, "    \"\"\"Requires: mmu_lock held (either mode).\"\"\"\n"
+             "    if kvm.mmu_invalidate_in_progress and",
+             "    \"\"\"Requires: mmu_lock held (either mode).\"\"\"\n    if False and")]),
+    "seq-snapshot-after-pfn": (
+        "plausible: mmu_invalidate_seq snapshot after the pfn lookup (the rule of "
+        "e930bffe95e1 / ba6e3fe25543: snapshot, smp_rmb, then gfn_to_pfn)",
+        [(M, "    fault.pfn = slot.gfn_to_pfn(fault.gfn)\n",
+             "    fault.pfn = slot.gfn_to_pfn(fault.gfn)\n"
+             "    fault.mmu_seq = kvm.mmu_invalidate_seq.load_acquire(0, \"late\")\n")]),
+    "link-fail-leaks-sp": (
+        "plausible: a lost cmpxchg linking a page table leaks the unused table",
+        [(T, "        if r:\n            tdp_mmu_free_sp(sp)                     # never published\n"
+             "            break", "        if r:\n            break")]),
+    "invalidate-roots-skips-smm": (
+        "plausible (the seed's subject): invalidation walks address space 0 only",
+        [(T, "        if not tdp_mmu_root_match(root, root_types) or root_is_invalid(root):\n"
+             "            continue\n        if valid_roots_may_be_dying()",
+             "        if (not tdp_mmu_root_match(root, root_types) or root_is_invalid(root)\n"
+             "                or root.as_id):\n"
+             "            continue\n        if valid_roots_may_be_dying()")]),
+}
+
+
+def package_dir() -> pathlib.Path:
+    import tdpmmu
+    return pathlib.Path(tdpmmu.__file__).resolve().parent
+
+
+def make_copy(dest: pathlib.Path, name: str | None) -> pathlib.Path:
+    """A copy of the installed package under ``dest``, with mutation ``name`` applied."""
+    pkg = dest / "tdpmmu"
+    shutil.copytree(package_dir(), pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    if name is not None:
+        for rel, old, new in MUTATIONS[name][1]:
+            path = pkg / rel
+            text = path.read_text()
+            if text.count(old) != 1:
+                raise LookupError(f"mutation {name}: the patch of {rel} no longer applies")
+            path.write_text(text.replace(old, new))
+    return dest
+
+
+def run_check(name: str | None, jobs: int, timeout: float) -> dict:
+    with tempfile.TemporaryDirectory(prefix="tdpmmu-heldout-") as tmp:
+        root = make_copy(pathlib.Path(tmp), name)
+        env = dict(os.environ, PYTHONPATH=str(root))
+        t0 = time.perf_counter()
+        try:
+            out = subprocess.run([sys.executable, "-m", "tdpmmu", "check", "--stop-on-first",
+                                  "--json", "--jobs", str(jobs)], env=env, cwd=tmp,
+                                 capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return {"mutation": name, "found": False, "timeout": True,
+                    "seconds": time.perf_counter() - t0}
+        secs = time.perf_counter() - t0
+    doc = json.loads(out.stdout)
+    first = next((r for r in doc["runs"] if r["failures"]), None)
+    row = {"mutation": name, "found": first is not None, "exit_code": doc["exit_code"],
+           "seconds": secs, "timeout": False}
+    if first is not None:
+        f = first["failures"][0]
+        from tdpmmu.scenarios import get_scenario
+        defaults = get_scenario(first["scenario"]).params
+        row.update(category=f["category"], scenario=first["scenario"],
+                   params={k: v for k, v in first["params"].items() if defaults.get(k) != v},
+                   strategy=first["strategy"], schedules=first["first_failure_at"])
+    return row
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--only", nargs="*", default=None, metavar="NAME")
+    ap.add_argument("--jobs", type=int, default=len(os.sched_getaffinity(0)))
+    ap.add_argument("--timeout", type=float, default=1800)
+    ap.add_argument("--no-baseline", action="store_true")
+    ap.add_argument("--list", action="store_true", help="check that every patch applies")
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--markdown", action="store_true")
+    a = ap.parse_args(argv)
+    names = a.only or list(MUTATIONS)
+    unknown = [n for n in names if n not in MUTATIONS]
+    if unknown:
+        print(f"heldout.py: error: unknown mutation(s): {', '.join(unknown)}", file=sys.stderr)
+        return 2
+    try:
+        if a.list:
+            for n in names:
+                with tempfile.TemporaryDirectory() as tmp:
+                    make_copy(pathlib.Path(tmp), n)
+                print(f"{n}: applies ({MUTATIONS[n][0]})")
+            return 0
+        rows = [run_check(n, a.jobs, a.timeout) for n in names]
+    except LookupError as e:
+        print(f"heldout.py: error: {e}", file=sys.stderr)
+        return 2
+    base = None if a.no_baseline else run_check(None, a.jobs, a.timeout)
+    for r in rows:
+        r["origin"] = MUTATIONS[r["mutation"]][0]
+        if base is not None:
+            r["fraction_of_clean_campaign"] = r["seconds"] / base["seconds"]
+    summary = {"found": sum(r["found"] for r in rows), "total": len(rows),
+               "clean_campaign_seconds": base and base["seconds"],
+               "clean_campaign_found": base and base["found"]}
+    if a.json:
+        print(json.dumps({"rows": rows, "summary": summary}, indent=2))
+        return 0
+    if a.markdown:
+        print("| mutation | origin | found | class | scenario | s |")
+        print("|---|---|---|---|---|---|")
+    for r in rows:
+        sc = r.get("scenario", "-")
+        if r.get("params"):
+            sc += " (" + ", ".join(f"{k}={v}" for k, v in sorted(r["params"].items())) + ")"
+        cells = [r["mutation"], r["origin"], "yes" if r["found"] else "no",
+                 r.get("category", "-"), sc, f"{r['seconds']:.1f}"]
+        print("| " + " | ".join(cells) + " |" if a.markdown else "  ".join(cells))
+    print(f"found {summary['found']}/{summary['total']}"
+          + (f"; the clean campaign: {base['seconds']:.1f} s, "
+             f"{'a false alarm!' if base['found'] else 'nothing found'}" if base else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
