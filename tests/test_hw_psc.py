@@ -10,6 +10,7 @@ import pytest
 import tdpmmu
 from tdpmmu.mmu import READ_ACCESS, WRITE_ACCESS, guest_access
 from tdpmmu.mmu.hw import PFERR_PRESENT_MASK, TlbEntry, hardware_walk
+from tdpmmu.mmu.oracles import peek_translation
 from tdpmmu.mmu import spte as S
 from tdpmmu.mmu.tdp_iter import spte_to_child_pt
 
@@ -79,7 +80,7 @@ def _clear_rights_of_the_pd_entry(mask_of):
         guest_access(v, gpa, WRITE_ACCESS)
         root = v.root.spt
         pdpt = spte_to_child_pt(kvm, root.vals[0], 4)
-        leaf = _leaf(kvm, root, 0x10)
+        leaf, _ = peek_translation(kvm, v.root, 0x10)
         leaf_before = S.is_writable_pte(leaf), S.is_executable_pte(leaf, kvm.masks)
         pdpt.vals[0] &= ~mask_of(kvm)
         v.tlb.flush()
@@ -88,16 +89,6 @@ def _clear_rights_of_the_pd_entry(mask_of):
         cached = [c for key, c in v.tlb.psc.items() if key[1] < 3]
         return leaf_before, w, r, cached
     return body
-
-
-def _leaf(kvm, root, gfn):
-    pt, level = root, 4
-    while True:
-        spte = pt.vals[(gfn >> (9 * (level - 1))) & 511]
-        if level == 1 or spte & S.PT_PAGE_SIZE_MASK:
-            return spte
-        pt = spte_to_child_pt(kvm, spte, level)
-        level -= 1
 
 
 def test_a_write_needs_w_in_every_entry_of_the_walk():

@@ -181,15 +181,10 @@ def check(budget, seed, scenarios, defects, jobs, stop_on_first, as_json, verbos
 
 def _run_label(r) -> str:
     """The scenario, with the parameters a variant (or a defect) sets."""
+    from .explore.failure import param_overrides
     from .scenarios import get_scenario
-    defaults = get_scenario(r.scenario).params
-    diff = [f"{k}={_fmt_param(v)}" for k, v in sorted((r.params or {}).items())
-            if defaults.get(k, object()) != v]
+    diff = param_overrides(r.params or {}, get_scenario(r.scenario).params)
     return f"{r.scenario} ({', '.join(diff)})" if diff else r.scenario
-
-
-def _fmt_param(v) -> str:
-    return ("true" if v else "false") if isinstance(v, bool) else str(v)
 
 
 @cli.command("explore")

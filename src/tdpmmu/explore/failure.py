@@ -94,9 +94,8 @@ class Failure:
         argv = ["tdpmmu", "replay", self.scenario]
         for dname in self.defects:
             argv += ["--defect", dname]
-        for k, v in sorted(self.params.items()):
-            if self.default_params.get(k, object()) != v:
-                argv += ["--param", f"{k}={_fmt(v)}"]
+        for kv in param_overrides(self.params, self.default_params):
+            argv += ["--param", kv]
         if schedule_file:
             argv += ["--schedule-file", schedule_file]
         else:
@@ -105,6 +104,12 @@ class Failure:
 
     def replay_command(self, schedule_file: str | None = None) -> str:
         return " ".join(shlex.quote(a) for a in self.replay_argv(schedule_file))
+
+
+def param_overrides(params: dict, defaults: dict) -> list[str]:
+    """``NAME=VALUE`` (as ``--param`` takes it) for each parameter not at its default."""
+    return [f"{k}={_fmt(v)}" for k, v in sorted(params.items())
+            if defaults.get(k, object()) != v]
 
 
 def _fmt(v) -> str:

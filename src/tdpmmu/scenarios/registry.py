@@ -155,8 +155,9 @@ def scenario(name: str, *, description: str | None = None, tags=(), max_steps: i
         sc = Scenario(name, fn, doc, params, frozenset(tags), max_steps, dfs_bound, default,
                       tuple(key_branches))
         # (validated and converted now: a typo must not wait for a campaign)
+        resolved = [sc.resolve(v) for v in variants]
         SCENARIOS[name] = replace(sc, variants=tuple(
-            {k: sc.resolve(v)[k] for k in v} for v in variants))
+            {k: r[k] for k in v} for v, r in zip(variants, resolved)))
         fn.scenario_name = name
         return fn
     return deco
