@@ -199,3 +199,18 @@ def test_check_runs_the_defects_scenarios_first_and_can_stop_on_first(capsys):
     assert runs[0]["scenario"] == "sync-counter" and runs[0]["failures"]
     assert runs[-1]["failures"] and all(not r["failures"] for r in runs[:-1])
     assert len(runs) < 10
+
+
+def test_dynamic_text_is_never_read_as_rich_markup():
+    # a run label such as "mmu-x [pct]" (the check's progress line) or a user's scenario
+    # description with brackets must print as written, not be swallowed as a style tag
+    from rich.console import Console
+    from rich.table import Table
+    con = Console(record=True, width=120)
+    t = Table()
+    t.add_column("c")
+    t.add_row(cli._plain("mmu-x [pct] [bold]x[/bold]"))
+    con.print(t)
+    con.print(cli._plain("out of scope: a [b]"))
+    text = con.export_text()
+    assert "mmu-x [pct] [bold]x[/bold]" in text and "out of scope: a [b]" in text

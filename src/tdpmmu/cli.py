@@ -29,6 +29,13 @@ FAILURE_DIR = "tdpmmu-failures"
 DEFAULT_BUDGET = 1000
 
 
+def _plain(text) -> str:
+    """Escape a dynamic cell for rich: scenario, defect and kernel text is data, never
+    markup (a ``[pct]`` label would otherwise be swallowed as a style tag)."""
+    from rich.markup import escape
+    return escape(str(text))
+
+
 def _console():
     """A rich console for stdout; wide enough for the tables when output is not a TTY."""
     from rich.console import Console
@@ -140,7 +147,7 @@ def check(budget, seed, scenarios, defects, jobs, stop_on_first, as_json, verbos
         total = prog.add_task("tdpmmu check", total=len(jobs_plan))
 
         def done(job, r):
-            prog.update(total, advance=1, description=f"{job.scenario} [{job.strategy}]")
+            prog.update(total, advance=1, description=_plain(f"{job.scenario} [{job.strategy}]"))
         results = run_campaign(jobs_plan, jobs, done, stop_on_first)
     code = max((r.exit_code for r in results), default=ExitCode.OK)
     if as_json:
@@ -161,11 +168,11 @@ def check(budget, seed, scenarios, defects, jobs, stop_on_first, as_json, verbos
         status = "exhausted" if r.exit_reason is ExitReason.EXHAUSTED else "budget"
         missed = [b for b in r.under_explored if (r.scenario, b) in under]
         if missed:
-            status += f" [yellow]under-explored: {', '.join(missed)}[/yellow]"
+            status += f" [yellow]under-explored: {_plain(', '.join(missed))}[/yellow]"
         nv = len(r.failures)
         cov = ", ".join(f"{k} {v}" for k, v in sorted(r.coverage.items())) or "-"
-        table.add_row(_run_label(r), r.strategy, str(r.executions), str(r.steps),
-                      f"[red]{nv}[/red]" if nv else "0", cov, status)
+        table.add_row(_plain(_run_label(r)), _plain(r.strategy), str(r.executions), str(r.steps),
+                      f"[red]{nv}[/red]" if nv else "0", _plain(cov), status)
     _console().print(table)
     if under:
         click.echo("under-explored (a key racy branch no strategy reached): "
@@ -323,15 +330,16 @@ def list_cmd(as_json):
     for c in ("name", "parameters", "default", "description"):
         t.add_column(c)
     for s in scs:
-        t.add_row(s["name"], ", ".join(f"{k}={v}" for k, v in s["params"].items()),
-                  "yes" if s["default"] else "no", s["description"])
+        t.add_row(_plain(s["name"]), _plain(", ".join(f"{k}={v}" for k, v in s["params"].items())),
+                  "yes" if s["default"] else "no", _plain(s["description"]))
     con.print(t)
     t = Table(title="defects (model negative controls, design variants, self-checks)")
     for c in ("name", "expected", "scenarios", "title"):
         t.add_column(c)
     for d in dfs:
         if not d["catalogue"]:
-            t.add_row(d["name"], d["expected"], ", ".join(d["scenarios"]), d["title"])
+            t.add_row(*map(_plain, (d["name"], d["expected"], ", ".join(d["scenarios"]),
+                                    d["title"])))
     con.print(t)
     cat = [d for d in dfs if d["catalogue"]]
     if cat:
@@ -339,16 +347,17 @@ def list_cmd(as_json):
         for c in ("defect", "expected", "scenarios", "kernel fix", "title"):
             t.add_column(c)
         for d in cat:
-            t.add_row(d["name"], d["expected"], ", ".join(d["scenarios"]), d["fix"], d["title"])
+            t.add_row(*map(_plain, (d["name"], d["expected"], ", ".join(d["scenarios"]),
+                                    d["fix"], d["title"])))
         con.print(t)
         from .scenarios.catalogue import OUT_OF_SCOPE, OUT_OF_SCOPE_VARIANTS
         for name, why in {**OUT_OF_SCOPE, **OUT_OF_SCOPE_VARIANTS}.items():
-            con.print(f"out of scope: {name}: {why}")
+            con.print(_plain(f"out of scope: {name}: {why}"))
     t = Table(title="violation classes (oracles and checkers)")
     for c in ("class", "family", "meaning"):
         t.add_column(c)
     for v in vs:
-        t.add_row(v["name"], v["family"], v["summary"])
+        t.add_row(*map(_plain, (v["name"], v["family"], v["summary"])))
     con.print(t)
     return ExitCode.OK
 
@@ -440,8 +449,9 @@ def locks_cmd(as_json, markdown):
         req = REGISTRY[r["function"]][0]
         mode = req.describe_mmu_lock()
         c = colour.get(r["mmu_lock"], "white")
-        t.add_row(r["function"], f"[{c}]{mode}[/{c}]", req.other(), "yes" if r["yields"] else "no",
-                  ", ".join(r["callers"]) or "-", r["kernel"])
+        t.add_row(_plain(r["function"]), f"[{c}]{_plain(mode)}[/{c}]", _plain(req.other()),
+                  "yes" if r["yields"] else "no", _plain(", ".join(r["callers"]) or "-"),
+                  _plain(r["kernel"]))
     _console().print(t)
     return ExitCode.OK
 
