@@ -31,6 +31,7 @@ import time
 T = "mmu/tdp_mmu.py"
 I = "mmu/tdp_iter.py"
 M = "mmu/mmu.py"
+SP = "mmu/spte.py"
 
 #: name -> (origin, [(file under the package, old text, new text), ...])
 MUTATIONS = {
@@ -106,6 +107,57 @@ MUTATIONS = {
              "        if (not tdp_mmu_root_match(root, root_types) or root_is_invalid(root)\n"
              "                or root.as_id):\n"
              "            continue\n        if valid_roots_may_be_dying()")]),
+    # -- second round (stop 13): chosen and written before any was run --------------
+    "atomic-update-ignores-ad-disabled": (
+        "v6.15 lockless aging: A/D-disabled SPTEs must be updated atomically (aging "
+        "access-tracks them and fast page fault restores them without mmu_lock); "
+        "here spte_needs_atomic_update forgets that clause",
+        [(SP, "    if not spte_ad_enabled(spte):\n        return True\n"
+              "    return is_writable_pte(spte) and not (spte & m.dirty_mask)",
+              "    return is_writable_pte(spte) and not (spte & m.dirty_mask)")]),
+    "enable-logging-flush-if-changed": (
+        "KVM: x86: mmu: Always flush TLBs when enabling dirty logging (2022): the flush "
+        "after write-protecting depended on an SPTE having changed, but access-tracked "
+        "SPTEs (aging without A/D bits, no flush) can still be writable in the TLB",
+        [(M, "    read_lock(kvm.mmu_lock)\n    kvm_tdp_mmu_wrprot_slot(kvm, slot, min_level)\n"
+             "    read_unlock(kvm.mmu_lock)\n",
+             "    read_lock(kvm.mmu_lock)\n    flush = kvm_tdp_mmu_wrprot_slot(kvm, slot, min_level)\n"
+             "    read_unlock(kvm.mmu_lock)\n    return flush\n"),
+         (M, "    else:\n        kvm_mmu_slot_remove_write_access(kvm, new, S.PG_LEVEL_4K)\n"
+             "    kvm_flush_remote_tlbs_memslot(kvm, new)\n",
+             "    else:\n        if kvm_mmu_slot_remove_write_access(kvm, new, S.PG_LEVEL_4K):\n"
+             "            kvm_flush_remote_tlbs_memslot(kvm, new)\n        return\n"
+             "    kvm_flush_remote_tlbs_memslot(kvm, new)\n")]),
+    "get-root-inc-from-zero": (
+        "plausible: kvm_tdp_mmu_get_root takes its reference with refcount_inc, not "
+        "refcount_inc_not_zero (a dying root is resurrected)",
+        [(T, "    return root.tdp_mmu_root_count.refcount_inc_not_zero()\n",
+             "    root.tdp_mmu_root_count.refcount_inc()\n    return True\n")]),
+    "cmpxchg-fail-keeps-old-spte": (
+        "plausible: a lost cmpxchg does not refresh iter->old_spte (try_cmpxchg64 "
+        "rewritten as cmpxchg64; cf. 'Update iter->old_spte if cmpxchg64 on SPTE fails')",
+        [(T, "        traps.cover(\"cmpxchg-lost\")\n        iter.old_spte = cur\n        return False",
+             "        traps.cover(\"cmpxchg-lost\")\n        return False")]),
+    "split-leaks-spare-sp": (
+        "plausible: eager splitting forgets to free the spare page table it allocated "
+        "but did not use",
+        [(T, "    if sp is not None:\n        traps.cover(\"split-spare-table-freed\")\n"
+             "        tdp_mmu_free_sp(sp)\n",
+             "    if sp is not None:\n        traps.cover(\"split-spare-table-freed\")\n")]),
+    "range-end-no-wake": (
+        "plausible: invalidate_range_end drops mn_active_invalidate_count without waking "
+        "the memslot update waiting for it",
+        [(M, "    if wake:\n        kvm.mn_memslots_update_rcuwait.rcuwait_wake_up()\n", "")]),
+    "zap-all-fast-no-reload-request": (
+        "plausible: kvm_mmu_zap_all_fast invalidates the roots without "
+        "KVM_REQ_MMU_FREE_OBSOLETE_ROOTS (vCPUs keep their invalid root)",
+        [(M, "    kvm_tdp_mmu_invalidate_roots(kvm, KVM_DIRECT_ROOTS)\n"
+             "    kvm_make_all_cpus_request(kvm, KVM_REQ_MMU_FREE_OBSOLETE_ROOTS)\n",
+             "    kvm_tdp_mmu_invalidate_roots(kvm, KVM_DIRECT_ROOTS)\n")]),
+    "removed-pt-only-for-leaf": (
+        "plausible: handle_changed_spte frees a removed page table only when a huge leaf "
+        "replaces it, not when the entry is zapped",
+        [(T, "            is_leaf or not is_present\n", "            is_leaf\n")]),
 }
 
 
