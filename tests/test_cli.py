@@ -214,3 +214,17 @@ def test_dynamic_text_is_never_read_as_rich_markup():
     con.print(cli._plain("out of scope: a [b]"))
     text = con.export_text()
     assert "mmu-x [pct] [bold]x[/bold]" in text and "out of scope: a [b]" in text
+
+
+def test_table_rows_escape_text_and_keep_explicit_styles():
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+    con = Console(record=True, width=120)
+    t = Table()
+    t.add_column("a")
+    t.add_column("b")
+    cli._row(t, "scenario [pct]", Text("3", style="red"))
+    con.print(t)
+    assert "scenario [pct]" in con.export_text()
+    assert t.columns[1]._cells[0].style == "red"

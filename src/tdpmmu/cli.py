@@ -36,6 +36,13 @@ def _plain(text) -> str:
     return escape(str(text))
 
 
+def _row(table, *cells) -> None:
+    """add_row with every text cell escaped (:func:`_plain`); a cell meant to be styled is
+    passed as a rich ``Text``, so styling is explicit and data can never be markup."""
+    from rich.text import Text
+    table.add_row(*(c if isinstance(c, Text) else _plain(c) for c in cells))
+
+
 def _console():
     """A rich console for stdout; wide enough for the tables when output is not a TTY."""
     from rich.console import Console
@@ -138,6 +145,7 @@ def check(budget, seed, scenarios, defects, jobs, stop_on_first, as_json, verbos
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
     from rich.table import Table
+    from rich.text import Text
 
     from .explore.campaign import check_plan, run_campaign
     jobs_plan = check_plan(budget, seed, scenarios, defects)
@@ -165,14 +173,14 @@ def check(budget, seed, scenarios, defects, jobs, stop_on_first, as_json, verbos
     under = sorted({(r.scenario, b) for r in results for b in r.under_explored
                     if all(b in x.under_explored for x in results if x.scenario == r.scenario)})
     for r in results:
-        status = "exhausted" if r.exit_reason is ExitReason.EXHAUSTED else "budget"
+        status = Text("exhausted" if r.exit_reason is ExitReason.EXHAUSTED else "budget")
         missed = [b for b in r.under_explored if (r.scenario, b) in under]
         if missed:
-            status += f" [yellow]under-explored: {_plain(', '.join(missed))}[/yellow]"
+            status.append(f" under-explored: {', '.join(missed)}", style="yellow")
         nv = len(r.failures)
         cov = ", ".join(f"{k} {v}" for k, v in sorted(r.coverage.items())) or "-"
-        table.add_row(_plain(_run_label(r)), _plain(r.strategy), str(r.executions), str(r.steps),
-                      f"[red]{nv}[/red]" if nv else "0", _plain(cov), status)
+        _row(table, _run_label(r), r.strategy, r.executions, r.steps,
+             Text(str(nv), style="red") if nv else "0", cov, status)
     _console().print(table)
     if under:
         click.echo("under-explored (a key racy branch no strategy reached): "
@@ -330,16 +338,15 @@ def list_cmd(as_json):
     for c in ("name", "parameters", "default", "description"):
         t.add_column(c)
     for s in scs:
-        t.add_row(_plain(s["name"]), _plain(", ".join(f"{k}={v}" for k, v in s["params"].items())),
-                  "yes" if s["default"] else "no", _plain(s["description"]))
+        _row(t, s["name"], ", ".join(f"{k}={v}" for k, v in s["params"].items()),
+             "yes" if s["default"] else "no", s["description"])
     con.print(t)
     t = Table(title="defects (model negative controls, design variants, self-checks)")
     for c in ("name", "expected", "scenarios", "title"):
         t.add_column(c)
     for d in dfs:
         if not d["catalogue"]:
-            t.add_row(*map(_plain, (d["name"], d["expected"], ", ".join(d["scenarios"]),
-                                    d["title"])))
+            _row(t, d["name"], d["expected"], ", ".join(d["scenarios"]), d["title"])
     con.print(t)
     cat = [d for d in dfs if d["catalogue"]]
     if cat:
@@ -347,8 +354,7 @@ def list_cmd(as_json):
         for c in ("defect", "expected", "scenarios", "kernel fix", "title"):
             t.add_column(c)
         for d in cat:
-            t.add_row(*map(_plain, (d["name"], d["expected"], ", ".join(d["scenarios"]),
-                                    d["fix"], d["title"])))
+            _row(t, d["name"], d["expected"], ", ".join(d["scenarios"]), d["fix"], d["title"])
         con.print(t)
         from .scenarios.catalogue import OUT_OF_SCOPE, OUT_OF_SCOPE_VARIANTS
         for name, why in {**OUT_OF_SCOPE, **OUT_OF_SCOPE_VARIANTS}.items():
@@ -357,7 +363,7 @@ def list_cmd(as_json):
     for c in ("class", "family", "meaning"):
         t.add_column(c)
     for v in vs:
-        t.add_row(*map(_plain, (v["name"], v["family"], v["summary"])))
+        _row(t, v["name"], v["family"], v["summary"])
     con.print(t)
     return ExitCode.OK
 
@@ -439,6 +445,7 @@ def locks_cmd(as_json, markdown):
         click.echo(lock_table_markdown())
         return ExitCode.OK
     from rich.table import Table
+    from rich.text import Text
     rows = lock_table()
     t = Table(title=f"TDP MMU lock requirements ({len(rows)} functions, from the model's "
                     f"@requires declarations)")
@@ -449,9 +456,8 @@ def locks_cmd(as_json, markdown):
         req = REGISTRY[r["function"]][0]
         mode = req.describe_mmu_lock()
         c = colour.get(r["mmu_lock"], "white")
-        t.add_row(_plain(r["function"]), f"[{c}]{_plain(mode)}[/{c}]", _plain(req.other()),
-                  "yes" if r["yields"] else "no", _plain(", ".join(r["callers"]) or "-"),
-                  _plain(r["kernel"]))
+        _row(t, r["function"], Text(mode, style=c), req.other(), "yes" if r["yields"] else "no",
+             ", ".join(r["callers"]) or "-", r["kernel"])
     _console().print(t)
     return ExitCode.OK
 
