@@ -18,11 +18,15 @@ def run(capsys, *argv):
     return code, out, err
 
 
-def test_check_passes_on_the_default_scenarios(capsys):
-    code, out, err = run(capsys, "check", "--budget", "100")
+def test_check_passes_and_prints_its_table(capsys):
+    # the human-readable table on two scenarios (every default scenario, on the default
+    # budget, is the slow tier's tests/test_slow_campaign.py)
+    code, out, err = run(capsys, "check", "--budget", "100", "--scenario", "sync-counter",
+                         "--scenario", "mmu-faults-vs-zap-all-fast")
     assert code == ExitCode.OK, out
     assert "no violations found" in out
-    assert "sync-counter" in out and "pct(d=3)" in out
+    assert "sync-counter" in out and "mmu-faults-vs-zap-all-fast" in out
+    assert "pct(d=3)" in out and "random" in out and "dfs(k=1)" in out
 
 
 def test_check_json_schema(capsys):
