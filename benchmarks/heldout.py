@@ -119,15 +119,9 @@ MUTATIONS = {
         "KVM: x86: mmu: Always flush TLBs when enabling dirty logging (2022): the flush "
         "after write-protecting depended on an SPTE having changed, but access-tracked "
         "SPTEs (aging without A/D bits, no flush) can still be writable in the TLB",
-        [(M, "    read_lock(kvm.mmu_lock)\n    kvm_tdp_mmu_wrprot_slot(kvm, slot, min_level)\n"
-             "    read_unlock(kvm.mmu_lock)\n",
-             "    read_lock(kvm.mmu_lock)\n    flush = kvm_tdp_mmu_wrprot_slot(kvm, slot, min_level)\n"
-             "    read_unlock(kvm.mmu_lock)\n    return flush\n"),
-         (M, "    else:\n        kvm_mmu_slot_remove_write_access(kvm, new, S.PG_LEVEL_4K)\n"
-             "    kvm_flush_remote_tlbs_memslot(kvm, new)\n",
-             "    else:\n        if kvm_mmu_slot_remove_write_access(kvm, new, S.PG_LEVEL_4K):\n"
-             "            kvm_flush_remote_tlbs_memslot(kvm, new)\n        return\n"
-             "    kvm_flush_remote_tlbs_memslot(kvm, new)\n")]),
+        # (since stop 14 also the registered defect of that name: the patch enables it)
+        [(M, '        if not changed and traps.defect("enable-logging-flush-if-changed"):\n',
+             "        if not changed:\n")]),
     "get-root-inc-from-zero": (
         "plausible: kvm_tdp_mmu_get_root takes its reference with refcount_inc, not "
         "refcount_inc_not_zero (a dying root is resurrected)",

@@ -99,3 +99,31 @@ def test_aging_explored_without_ad_bits():
         res = tdpmmu.explore("mmu-aging-vs-access", strategy="pct", schedules=1000,
                              params={"ad_bits": False}, defects=[defect], stop_on_first=True)
         assert res.failures and res.failures[0].category == "AgingMissedAccess", defect
+
+
+def test_the_zap_meets_lockless_aging_of_a_written_page_without_ad_bits():
+    """Without A/D bits an aged SPTE is rewritten (access-tracked) by a lockless cmpxchg,
+    so a write-locked zap of the same written page must store it atomically: the SPTE
+    atomicity oracle catches a zap that stores it plainly (the negative control)."""
+    import tdpmmu
+    res = tdpmmu.explore("mmu-aging-vs-access", strategy="pct", schedules=2000,
+                         params={"ad_bits": False}, defects=["write-spte-ignores-volatile"],
+                         stop_on_first=True)
+    assert res.failures and res.failures[0].category == "SpteLostUpdate"
+    assert "by zapper" in res.failures[0].message
+
+
+def test_enabling_dirty_logging_after_aging_without_ad_bits():
+    """Migration starts while reclaim ages the written pages (EPT without A/D bits): the
+    flow is clean, and the 2022 bug -- flushing after write-protection only if an SPTE
+    changed -- loses the writes made through still-writable TLB entries."""
+    import tdpmmu
+    params = {"ad_bits": False, "reclaim": True}
+    for strategy in ("pct", "random"):
+        res = tdpmmu.explore("mmu-dirty-log-vs-writes", strategy=strategy, schedules=300,
+                             seed=1, params=params)
+        assert res.failures == [], tdpmmu.render_failure(res.failures[0])
+    res = tdpmmu.explore("mmu-dirty-log-vs-writes", strategy="pct", schedules=300,
+                         params=params, defects=["enable-logging-flush-if-changed"],
+                         stop_on_first=True)
+    assert res.failures and res.failures[0].category == "DirtyLogIncomplete"

@@ -1294,15 +1294,17 @@ def fast_page_fault(vcpu: KvmVcpu, fault: KvmPageFault) -> int:
 
 
 @requires("none", takes="read", yields=True)
-def kvm_mmu_slot_remove_write_access(kvm: Kvm, slot, min_level: int = S.PG_LEVEL_4K) -> None:
+def kvm_mmu_slot_remove_write_access(kvm: Kvm, slot, min_level: int = S.PG_LEVEL_4K) -> bool:
     """Dirty-log enable without PML: write-protect the slot's SPTEs (MMU-writable kept).
     The caller flushes (kvm_mmu_slot_apply_flags flushes the memslot unconditionally).
 
     Requires: mmu_lock not held; takes it for read.
+    Returns: whether an SPTE changed (what the flush depended on before 2022).
     """
     read_lock(kvm.mmu_lock)
-    kvm_tdp_mmu_wrprot_slot(kvm, slot, min_level)
+    changed = kvm_tdp_mmu_wrprot_slot(kvm, slot, min_level)
     read_unlock(kvm.mmu_lock)
+    return changed
 
 
 @requires("none", takes="read", yields=True)
@@ -1411,7 +1413,12 @@ def kvm_mmu_slot_apply_flags(kvm: Kvm, old_flags: int, new, change: str) -> None
         kvm_mmu_slot_leaf_clear_dirty(kvm, new)
         kvm_mmu_slot_remove_write_access(kvm, new, S.PG_LEVEL_2M)
     else:
-        kvm_mmu_slot_remove_write_access(kvm, new, S.PG_LEVEL_4K)
+        changed = kvm_mmu_slot_remove_write_access(kvm, new, S.PG_LEVEL_4K)
+        if not changed and traps.defect("enable-logging-flush-if-changed"):
+            # before "KVM: x86: mmu: Always flush TLBs when enabling dirty logging": no
+            # SPTE lost W, so no flush -- but aging without A/D bits access-tracks SPTEs
+            # (clearing W) without flushing, so a vCPU may still hold them writable
+            return
     kvm_flush_remote_tlbs_memslot(kvm, new)
 
 

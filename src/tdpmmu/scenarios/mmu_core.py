@@ -549,10 +549,11 @@ def mmu_fast_pf_vs_write_track():
 @scenario("mmu-dirty-log-vs-writes", tags=MMU, dfs_bound=1, max_steps=80_000,
           key_branches=("fast-pf-made-writable",),
           variants=({"mode": "clear-log"}, {"pml": True, "nested": True},
-                    {"backing": 2, "fresh": True}))
+                    {"backing": 2, "fresh": True}, {"ad_bits": False, "reclaim": True}))
 def mmu_dirty_log_vs_writes(pages: int = 3, rounds: int = 2, mode: str = "dirty-log",
                             pml: bool = False, nested: bool = False, backing: int = 1,
-                            fresh: bool = False):
+                            fresh: bool = False, ad_bits: bool = True,
+                            reclaim: bool = False):
     """dirty_log_test's invariant: a vCPU keeps writing pages while the VMM enables dirty
     logging (write-protect) and collects the log repeatedly -- ``mode`` "dirty-log"
     (GET_DIRTY_LOG takes the bitmap, re-protects and flushes) or "clear-log" (manual
@@ -563,12 +564,17 @@ def mmu_dirty_log_vs_writes(pages: int = 3, rounds: int = 2, mode: str = "dirty-
     ``backing``: the host page size (2: the slot is backed by 2M pages, e.g. THP);
     ``fresh``: each round also writes pages never touched before, in the slot's second
     half (dirty_log_test's guest writes random pages: most are first touched while the
-    log is on)."""
+    log is on); ``ad_bits``: EPT with A/D bits (False: aging access-tracks SPTEs);
+    ``reclaim``: host page reclaim ages the pages the guest wrote (MMU-notifier
+    clear_young, lockless and without a TLB flush) while migration starts -- an SPTE it
+    access-tracked is already not writable when dirty logging write-protects it, but the
+    vCPU's TLB may still hold it writable."""
     from ..mmu.hw import kvm_nested_transition
+    from ..mmu.mmu import kvm_mmu_notifier_clear_young
     from ..mmu.mmu import kvm_clear_dirty_log, kvm_get_dirty_log_manual, kvm_get_dirty_log_protect
     if mode not in ("dirty-log", "clear-log"):
         raise InvariantViolation(f"mode must be dirty-log or clear-log, not {mode!r}")
-    kvm = build_vm(1, backing_level=backing)
+    kvm = build_vm(1, backing_level=backing, masks=S.EPT if ad_bits else S.EPT_NO_AD)
     kvm.enable_pml = pml
     if mode == "clear-log":
         kvm.manual_dirty_log_protect = (KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE
@@ -577,9 +583,12 @@ def mmu_dirty_log_vs_writes(pages: int = 3, rounds: int = 2, mode: str = "dirty-
     slot = kvm.memslots[0][0]
     started = Completion("logging_enabled")
     finished = Completion("vcpu_stopped")
+    populated = Completion("guest_populated")
 
     def vcpu():
         write_pages(v, 1, pages)
+        if reclaim:
+            populated.complete_all()
         started.wait_for_completion()
         if nested:
             kvm_nested_transition(v, True)      # VMLAUNCH of L2
@@ -600,6 +609,8 @@ def mmu_dirty_log_vs_writes(pages: int = 3, rounds: int = 2, mode: str = "dirty-
         mutex_unlock(kvm.slots_lock)
 
     def vmm():
+        if reclaim:
+            populated.wait_for_completion()     # migration starts once the guest has run
         enable_dirty_logging(kvm, slot)
         started.complete_all()
         for _ in range(rounds):
@@ -607,7 +618,13 @@ def mmu_dirty_log_vs_writes(pages: int = 3, rounds: int = 2, mode: str = "dirty-
         finished.wait_for_completion()     # the test stops the vCPU, then collects once more
         harvest()
 
-    return run_flows(kvm, lambda _v: vcpu, vmm=vmm)
+    def reclaimer():
+        populated.wait_for_completion()
+        for g in range(1, 1 + pages):      # folio by folio, as folio_referenced() does
+            kvm_mmu_notifier_clear_young(kvm, g, g + 1)
+
+    flows = {"reclaim": reclaimer} if reclaim else {}
+    return run_flows(kvm, lambda _v: vcpu, vmm=vmm, **flows)
 
 @scenario("mmu-memslot-delete-vs-faults", tags=MMU, dfs_bound=1, max_steps=80_000,
           key_branches=("fault-retry",))
@@ -633,8 +650,8 @@ def mmu_memslot_delete_vs_faults(vcpus: int = 2):
 def mmu_aging_vs_access(vcpus: int = 2, ad_bits: bool = True):
     """Host page reclaim ages guest memory (MMU-notifier clear_young / test_young, lockless
     under RCU since v6.15) while vCPUs access it -- one through a 2M leaf in the normal
-    address space, one through 4K leaves in SMM -- and a range zap removes one of the
-    pages.  Reclaim ages folio by folio, as folio_referenced() does.  Every page a
+    address space, one through 4K leaves in SMM -- and, once the SMM vCPU has written
+    its first page, a range zap removes the SMM pages it uses.  Reclaim ages folio by folio, as folio_referenced() does.  Every page a
     hardware walk marked accessed since the last age must be reported young (the
     Accessed-bit oracle).  ``ad_bits=False``: EPT without A/D bits, where aging marks
     SPTEs access-tracked and the guest's next access takes a fast page fault."""
@@ -666,6 +683,14 @@ def mmu_aging_vs_access(vcpus: int = 2, ad_bits: bool = True):
     # 4K folios the SMM vCPU touches (the SMM slot is at host frames 1024..2047)
     folios = [(0, 512), (512, 1024), (0x420, 0x421), (0x421, 0x422), (0x430, 0x431)]
 
+    def zapper():
+        # the host unmaps pages the SMM vCPU uses (e.g. migrating their folios) while
+        # reclaim ages them: the write-locked zap of 0x420-0x42f and 0x430 meets
+        # lockless aging on the same SPTEs, and the vCPU's read of 0x430 / 0x421
+        for c in touched[1::2]:                     # the SMM (odd-numbered) vCPUs
+            c.wait_for_completion()
+        kvm_zap_gfn_range(kvm, 0x420, 0x431)
+
     def reclaim():
         for c in touched:
             c.wait_for_completion()
@@ -675,7 +700,7 @@ def mmu_aging_vs_access(vcpus: int = 2, ad_bits: bool = True):
                 age(kvm, start, end)
 
     return run_flows(kvm, vcpu_body, reclaim=reclaim,
-                     zapper=lambda: kvm_zap_gfn_range(kvm, 0x430, 0x431))
+                     zapper=zapper)
 
 
 @scenario("mmu-eager-split-vs-fault-vs-zap", tags=MMU, dfs_bound=1, max_steps=120_000,
@@ -919,6 +944,17 @@ register_defect("fault-without-mmu-lock", "page fault maps without taking mmu_lo
                 "LockNotHeld", ["mmu-faults-vs-zap-all-fast", "mmu-fault-vs-zap-range"],
                 "kvm_tdp_mmu_page_fault skips read_lock(mmu_lock): the declared requirement "
                 "of kvm_tdp_mmu_map fires.", source=NEG)
+register_defect("enable-logging-flush-if-changed",
+                "enabling dirty logging flushes only if an SPTE lost W",
+                "DirtyLogIncomplete", ["mmu-dirty-log-vs-writes"],
+                "kvm_mmu_slot_apply_flags flushes after write-protecting the slot only if "
+                "an SPTE changed.  Aging without A/D bits access-tracks SPTEs (W cleared, no "
+                "flush), so write-protection leaves them as they are while the vCPU's TLB "
+                "still maps them writable: its next writes are never logged.  Explored "
+                "with ad_bits=false reclaim=true.",
+                source="historical, outside the catalogue (KVM: x86: mmu: Always flush "
+                       "TLBs when enabling dirty logging, 2022; first a held-out mutation)",
+                params={"ad_bits": False, "reclaim": True})
 register_defect("zap-invalidated-roots-one-as",
                 "invalidated roots zapped in one address space only",
                 "KernelWarning", ["mmu-smm-teardown"],
