@@ -570,8 +570,8 @@ def mmu_dirty_log_vs_writes(pages: int = 3, rounds: int = 2, mode: str = "dirty-
     access-tracked is already not writable when dirty logging write-protects it, but the
     vCPU's TLB may still hold it writable."""
     from ..mmu.hw import kvm_nested_transition
-    from ..mmu.mmu import kvm_mmu_notifier_clear_young
-    from ..mmu.mmu import kvm_clear_dirty_log, kvm_get_dirty_log_manual, kvm_get_dirty_log_protect
+    from ..mmu.mmu import (kvm_clear_dirty_log, kvm_get_dirty_log_manual,
+                           kvm_get_dirty_log_protect, kvm_mmu_notifier_clear_young)
     if mode not in ("dirty-log", "clear-log"):
         raise InvariantViolation(f"mode must be dirty-log or clear-log, not {mode!r}")
     kvm = build_vm(1, backing_level=backing, masks=S.EPT if ad_bits else S.EPT_NO_AD)
@@ -651,9 +651,9 @@ def mmu_aging_vs_access(vcpus: int = 2, ad_bits: bool = True):
     """Host page reclaim ages guest memory (MMU-notifier clear_young / test_young, lockless
     under RCU since v6.15) while vCPUs access it -- one through a 2M leaf in the normal
     address space, one through 4K leaves in SMM -- and, once the SMM vCPU has written
-    its first page, a range zap removes the SMM pages it uses.  Reclaim ages folio by folio, as folio_referenced() does.  Every page a
-    hardware walk marked accessed since the last age must be reported young (the
-    Accessed-bit oracle).  ``ad_bits=False``: EPT without A/D bits, where aging marks
+    its first page, a range zap removes the SMM pages it uses.  Reclaim ages folio by
+    folio, as folio_referenced() does.  Every page a hardware walk marked accessed since
+    the last age must be reported young (the Accessed-bit oracle).  ``ad_bits=False``: EPT without A/D bits, where aging marks
     SPTEs access-tracked and the guest's next access takes a fast page fault."""
     from ..mmu.mmu import kvm_mmu_notifier_clear_young, kvm_mmu_notifier_test_young
     kvm = kvm_create_vm(masks=S.EPT if ad_bits else S.EPT_NO_AD)
@@ -699,8 +699,7 @@ def mmu_aging_vs_access(vcpus: int = 2, ad_bits: bool = True):
             for start, end in folios:
                 age(kvm, start, end)
 
-    return run_flows(kvm, vcpu_body, reclaim=reclaim,
-                     zapper=zapper)
+    return run_flows(kvm, vcpu_body, reclaim=reclaim, zapper=zapper)
 
 
 @scenario("mmu-eager-split-vs-fault-vs-zap", tags=MMU, dfs_bound=1, max_steps=120_000,
