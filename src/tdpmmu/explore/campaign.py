@@ -4,6 +4,11 @@ Each exploration is independent and seeded, so running them in worker processes 
 nothing but the wall time: the results come back in plan order and are identical to a
 sequential run (``jobs=1``).  Workers are forked, so scenarios registered at run time
 (the pytest plugin, a user's module) are visible to them.
+
+A campaign that stops early (``stop_on_first``) stops its running workers cooperatively:
+each job asks the campaign's flag before every schedule.  Workers are never killed -- a
+worker killed while it sends a result leaves a partial message in the pool's result
+pipe, and the pool's manager thread then waits for the rest of it for ever.
 """
 
 from __future__ import annotations
@@ -31,10 +36,20 @@ class Job:
     params: dict = field(default_factory=dict)
 
 
+#: in a worker process: the campaign's stop flag (a multiprocessing Event, inherited)
+_STOP = None
+
+
+def _init_worker(stop) -> None:
+    global _STOP
+    _STOP = stop
+
+
 def _run(job: Job, stop_on_first: bool = False) -> ExploreResult:
     return explore(job.scenario, strategy=job.strategy, schedules=job.schedules, seed=job.seed,
                    defects=job.defects, strategy_options=job.strategy_options,
-                   params=job.params or None, stop_on_first=stop_on_first)
+                   params=job.params or None, stop_on_first=stop_on_first,
+                   cancelled=_STOP.is_set if _STOP is not None else None)
 
 
 def check_plan(budget: int, seed: int = 0, scenarios=(), defects=()) -> list[Job]:
@@ -105,9 +120,10 @@ def run_campaign(plan: list[Job], jobs: int | None = None, on_done=None,
         return out
     results: list[ExploreResult | None] = [None] * len(plan)
     ctx = multiprocessing.get_context("fork")
-    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx)
+    stop = ctx.Event()
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
+                               initargs=(stop,))
     cut = len(plan)                     # the first failing job in plan order, when known
-    stopped = False
     try:
         futures = {pool.submit(_run, job, stop_on_first): i for i, job in enumerate(plan)}
         for fut in as_completed(futures):
@@ -124,14 +140,12 @@ def run_campaign(plan: list[Job], jobs: int | None = None, on_done=None,
                         f.cancel()
             if stop_on_first and cut < len(plan) and all(
                     results[j] is not None for j in range(cut)):
-                stopped = True
                 break
     finally:
-        if stopped:
-            # the jobs still running are after the cut: their results are dropped, so
-            # do not wait for them to use their whole budget
-            for proc in list((getattr(pool, "_processes", None) or {}).values()):
-                proc.terminate()
+        # the jobs still running (after the cut, or the rest after an interrupt) stop at
+        # their next schedule: their results are dropped, so they need not use their
+        # whole budget
+        stop.set()
         pool.shutdown(wait=True, cancel_futures=True)
     done = [r for r in results if r is not None]
     if stop_on_first and cut < len(plan):

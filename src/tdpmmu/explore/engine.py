@@ -49,6 +49,7 @@ class ExitReason(Enum):
     BUDGET = "ran the whole budget of schedules"
     EXHAUSTED = "explored every schedule within the bound"
     FIRST_FAILURE = "stopped at the first failure, as asked"
+    CANCELLED = "stopped by its campaign (a job after the campaign's first failure)"
 
 
 @dataclass
@@ -266,14 +267,16 @@ def _confirm_and_shrink(runner: Runner, r, *, strategy: str, seed: int, executio
 def explore(scenario, *, strategy: str = "pct", schedules: int = 1000, seed: int = 0,
             params: dict | None = None, defects=(), max_steps: int | None = None,
             shrink: bool = True, stop_on_first: bool = False, max_shrink_runs: int = 400,
-            strategy_options: dict | None = None, progress=None) -> ExploreResult:
+            strategy_options: dict | None = None, progress=None,
+            cancelled=None) -> ExploreResult:
     """Explore ``scenario`` (a registered name or a scenario function).
 
     ``strategy`` is ``"pct"``, ``"random"``, ``"dfs"`` or ``"timeslice"`` (options such
     as ``depth`` or ``preemption_bound`` go in ``strategy_options``), or a Strategy
     instance.  Returns an :class:`ExploreResult`; its ``failures`` are confirmed,
     shrunk and de-duplicated by origin.  ``progress(done, found)`` is called now and
-    then.
+    then.  ``cancelled()``, when given, is asked before each schedule: once it returns
+    true the exploration stops where it is (``ExitReason.CANCELLED``).
     """
     if schedules < 1:
         raise UsageError("the number of schedules must be at least 1")
@@ -285,6 +288,9 @@ def explore(scenario, *, strategy: str = "pct", schedules: int = 1000, seed: int
     res = ExploreResult(runner.scenario.name, dict(runner.params), list(runner.defects),
                         strat.describe(), seed, schedules)
     for i in range(1, schedules + 1):
+        if cancelled is not None and cancelled():
+            res.exit_reason = ExitReason.CANCELLED
+            break
         if not strat.new_execution():
             res.exit_reason = ExitReason.EXHAUSTED
             break
