@@ -46,11 +46,10 @@ MUTATIONS = {
     "clear-dirty-non-leaf": (
         "v6.8 KVM: x86/mmu: Check for leaf SPTE when clearing dirty bit in the TDP MMU "
         "(here: no leaf check at all)",
-        [(T, "            if not S.is_shadow_present_pte(iter.old_spte) or not S.is_last_spte(\n"
-             "                    iter.old_spte, iter.level):\n                break\n"
-             "            if tdp_mmu_iter_cond_resched(kvm, iter, False, True):",
-             "            if not S.is_shadow_present_pte(iter.old_spte):\n                break\n"
-             "            if tdp_mmu_iter_cond_resched(kvm, iter, False, True):")]),
+        # (since stop 15 also the registered defect of that name: the patch enables it)
+        [(T, '            if not S.is_last_spte(iter.old_spte, iter.level) and not traps.defect(\n'
+             '                    "clear-dirty-non-leaf"):\n',
+             "            if not S.is_last_spte(iter.old_spte, iter.level):\n")]),
     "alloc-reuses-invalid-root": (
         "plausible: the lookup under tdp_mmu_pages_lock reuses an invalidated root",
         [(T, "            if root.role == role and not root_is_invalid(root):\n"

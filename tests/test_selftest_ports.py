@@ -240,3 +240,29 @@ def test_read_only_memslot():
     assert r_read is not None and r_write is None and emulated == 1
     assert not S.is_writable_pte(spte) and not S.is_mmu_writable_spte(spte)
     assert codes == (-EINVAL, -EINVAL, -EINVAL, 0) and logging
+
+
+def test_migration_starting_with_l2_running():
+    """Migration of a VM whose L1 already runs L2 (PML on, L2's root loaded and mapped
+    when logging is enabled) is clean; clearing dirty state in non-leaf SPTEs then
+    write-protects L2's tables (an L2 root clears W, PML does not log L2) and the guest
+    hangs on a spurious fault -- not seen when L2 is entered after logging started."""
+    import tdpmmu
+    params = {"pml": True, "nested": True, "l2_running": True}
+    for strategy in ("pct", "random"):
+        res = tdpmmu.explore("mmu-dirty-log-vs-writes", strategy=strategy, schedules=200,
+                             seed=5, params=params)
+        assert res.failures == [], tdpmmu.render_failure(res.failures[0])
+    res = tdpmmu.explore("mmu-dirty-log-vs-writes", strategy="pct", schedules=20,
+                         params=params, defects=["clear-dirty-non-leaf"], stop_on_first=True)
+    assert res.failures and res.failures[0].category == "Livelock"
+    late = tdpmmu.explore("mmu-dirty-log-vs-writes", strategy="pct", schedules=200,
+                          params={"pml": True, "nested": True, "l2_running": False},
+                          defects=["clear-dirty-non-leaf"])
+    assert late.params["l2_running"] is False and late.failures == []
+
+
+def test_l2_running_needs_nested():
+    import tdpmmu
+    with pytest.raises(tdpmmu.UsageError, match="l2_running=true needs nested=true"):
+        tdpmmu.explore("mmu-dirty-log-vs-writes", schedules=1, params={"l2_running": True})

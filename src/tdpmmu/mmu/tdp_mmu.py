@@ -1684,8 +1684,10 @@ def clear_dirty_gfn_range(kvm, root, start: int, end: int) -> bool:
     rcu_read_lock()
     for iter in for_each_tdp_pte(kvm, root, start, end):
         while True:                                     # "retry:"
-            if not S.is_shadow_present_pte(iter.old_spte) or not S.is_last_spte(
-                    iter.old_spte, iter.level):
+            if not S.is_shadow_present_pte(iter.old_spte):
+                break
+            if not S.is_last_spte(iter.old_spte, iter.level) and not traps.defect(
+                    "clear-dirty-non-leaf"):
                 break
             if tdp_mmu_iter_cond_resched(kvm, iter, False, True):
                 break

@@ -14,7 +14,7 @@ from ..mmu import spte as S
 from ..mmu.kvm import KVM_DIRTY_LOG_INITIALLY_SET, KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE
 from ..mmu.mmu import kvm_set_memslot_dirty_logging
 from ..mmu.oracles import check_mmu_structure
-from ..runtime.errors import InvariantViolation
+from ..runtime.errors import InvariantViolation, UsageError
 from ..sync import (Completion, assert_no_leaks, join, mutex_lock, mutex_unlock, rcu_pending_callbacks,
                     spawn)
 from .registry import register_defect, scenario
@@ -549,11 +549,12 @@ def mmu_fast_pf_vs_write_track():
 @scenario("mmu-dirty-log-vs-writes", tags=MMU, dfs_bound=1, max_steps=80_000,
           key_branches=("fast-pf-made-writable",),
           variants=({"mode": "clear-log"}, {"pml": True, "nested": True},
-                    {"backing": 2, "fresh": True}, {"ad_bits": False, "reclaim": True}))
+                    {"backing": 2, "fresh": True}, {"ad_bits": False, "reclaim": True},
+                    {"pml": True, "nested": True, "l2_running": True}))
 def mmu_dirty_log_vs_writes(pages: int = 3, rounds: int = 2, mode: str = "dirty-log",
                             pml: bool = False, nested: bool = False, backing: int = 1,
                             fresh: bool = False, ad_bits: bool = True,
-                            reclaim: bool = False):
+                            reclaim: bool = False, l2_running: bool = False):
     """dirty_log_test's invariant: a vCPU keeps writing pages while the VMM enables dirty
     logging (write-protect) and collects the log repeatedly -- ``mode`` "dirty-log"
     (GET_DIRTY_LOG takes the bitmap, re-protects and flushes) or "clear-log" (manual
@@ -561,6 +562,8 @@ def mmu_dirty_log_vs_writes(pages: int = 3, rounds: int = 2, mode: str = "dirty-
     show up in a collection.  ``pml``: the CPU logs writes that set D bits (KVM clears D
     instead of W); ``nested``: once logging is on, L1 (without EPT) enters L2, which
     keeps writing the same pages through its own TDP root (PML is off for L2);
+    ``l2_running`` (with ``nested``): L1 has already entered L2, which has written the
+    pages, when migration starts -- logging is enabled with L2's root loaded and mapped;
     ``backing``: the host page size (2: the slot is backed by 2M pages, e.g. THP);
     ``fresh``: each round also writes pages never touched before, in the slot's second
     half (dirty_log_test's guest writes random pages: most are first touched while the
@@ -573,7 +576,9 @@ def mmu_dirty_log_vs_writes(pages: int = 3, rounds: int = 2, mode: str = "dirty-
     from ..mmu.mmu import (kvm_clear_dirty_log, kvm_get_dirty_log_manual,
                            kvm_get_dirty_log_protect, kvm_mmu_notifier_clear_young)
     if mode not in ("dirty-log", "clear-log"):
-        raise InvariantViolation(f"mode must be dirty-log or clear-log, not {mode!r}")
+        raise UsageError(f"parameter mode={mode!r}: expected dirty-log or clear-log")
+    if l2_running and not nested:
+        raise UsageError("parameter l2_running=true needs nested=true")
     kvm = build_vm(1, backing_level=backing, masks=S.EPT if ad_bits else S.EPT_NO_AD)
     kvm.enable_pml = pml
     if mode == "clear-log":
@@ -587,11 +592,14 @@ def mmu_dirty_log_vs_writes(pages: int = 3, rounds: int = 2, mode: str = "dirty-
 
     def vcpu():
         write_pages(v, 1, pages)
-        if reclaim:
+        if l2_running:
+            kvm_nested_transition(v, True)      # VMLAUNCH of L2, before migration
+            write_pages(v, 1, pages)
+        if reclaim or l2_running:
             populated.complete_all()
         started.wait_for_completion()
         if nested:
-            kvm_nested_transition(v, True)      # VMLAUNCH of L2
+            kvm_nested_transition(v, True)      # VMLAUNCH of L2 (no-op if it runs)
         for r in range(rounds):
             write_pages(v, 1, pages)
             if fresh:
@@ -609,7 +617,7 @@ def mmu_dirty_log_vs_writes(pages: int = 3, rounds: int = 2, mode: str = "dirty-
         mutex_unlock(kvm.slots_lock)
 
     def vmm():
-        if reclaim:
+        if reclaim or l2_running:
             populated.wait_for_completion()     # migration starts once the guest has run
         enable_dirty_logging(kvm, slot)
         started.complete_all()
@@ -954,6 +962,19 @@ register_defect("enable-logging-flush-if-changed",
                 source="historical, outside the catalogue (KVM: x86: mmu: Always flush "
                        "TLBs when enabling dirty logging, 2022; first a held-out mutation)",
                 params={"ad_bits": False, "reclaim": True})
+register_defect("clear-dirty-non-leaf",
+                "clearing dirty state does not skip non-leaf SPTEs",
+                "Livelock", ["mmu-dirty-log-vs-writes"],
+                "clear_dirty_gfn_range clears the dirty bit of every present SPTE, leaf or "
+                "not.  EPT ignores D in a non-leaf entry, but an L2 root write-protects "
+                "instead (PML does not log L2's writes): enabling logging with L2 running "
+                "clears W in L2's non-leaf entries, and every L2 write then faults on an "
+                "SPTE KVM sees as writable -- a spurious fault, retried for ever.  Explored "
+                "with pml=true nested=true l2_running=true.",
+                source="plausible, stronger than the v6.8 fix 'KVM: x86/mmu: Check for leaf "
+                       "SPTE when clearing dirty bit in the TDP MMU' (which re-checks the "
+                       "leaf after a failed cmpxchg); first a held-out mutation",
+                params={"pml": True, "nested": True, "l2_running": True})
 register_defect("zap-invalidated-roots-one-as",
                 "invalidated roots zapped in one address space only",
                 "KernelWarning", ["mmu-smm-teardown"],
