@@ -148,6 +148,12 @@ def test_list_json(capsys):
     (["report", "/nonexistent.json"], "cannot read /nonexistent.json"),
     (["locks", "--json", "--markdown"], "at most one of --json and --markdown"),
     (["list", "--bogus"], "No such option"),
+    # parameter values the model refuses (as KVM's ioctls would) are usage errors too,
+    # not violations of the run
+    (["explore", "mmu-dirty-log-vs-writes", "--param", "mode=fast"], "expected dirty-log or"),
+    (["explore", "mmu-dirty-log-vs-writes", "--param", "backing=5"], "backing level 5"),
+    (["explore", "mmu-fault-vs-zap-range", "--param", "host_maxphyaddr=10"], "MAXPHYADDR"),
+    (["explore", "mmu-faults-vs-zap-all-fast", "--param", "vcpus=-1"], "vcpus=-1"),
 ])
 def test_bad_input_is_one_line_and_exit_2(capsys, argv, needle):
     code, out, err = run(capsys, *argv)

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..runtime import traps
 from ..runtime.ops import READ, SYNC, WRITE
-from ..runtime.errors import KernelWarning
+from ..runtime.errors import KernelWarning, UsageError
 from ..sync import (GFP_KERNEL, RefCount, free_page, might_sleep, mutex_lock, mutex_unlock,  # noqa: F401
                     need_resched, cond_resched,
                     rcu_read_lock, rcu_read_unlock, read_lock, read_unlock, spin_lock,
@@ -59,7 +59,13 @@ def kvm_create_vm(*, masks=S.EPT, root_level: int = 4, nx_huge_pages: bool = Fal
     ``mmu_invalidate_seq`` starts the (unsigned long) invalidation sequence elsewhere
     than 0: a VM that has already seen that many mmu_notifier invalidations.
     ``host_maxphyaddr``: the host's MAXPHYADDR (e.g. 36 or 39 on older or nested hosts).
+    Bad arguments (KVM would not get that far) are a :class:`UsageError`.
     """
+    if not 32 <= host_maxphyaddr <= 52:
+        raise UsageError(f"host_maxphyaddr={host_maxphyaddr}: an x86 host's MAXPHYADDR is "
+                         "32 to 52 bits")
+    if root_level not in (4, 5):
+        raise UsageError(f"root_level={root_level}: TDP roots have 4 or 5 levels")
     kvm = Kvm(masks=masks, root_level=root_level, nx_huge_pages=nx_huge_pages, name=name)
     kvm.shadow_phys_bits = host_maxphyaddr
     kvm.fine_grained = fine_grained
@@ -82,7 +88,14 @@ def _new_memslot(kvm: Kvm, as_id: int, slot_id: int, base_gfn: int, npages: int,
                  backing_level: int, flags: int, host_pfn: int | None = None) -> KvmMemorySlot:
     """A memslot backed by fresh host memory (never handed out before), aligned like the
     guest range so it can be mapped with pages up to its backing size -- or by the host
-    memory at ``host_pfn`` (aliasing another slot's memory)."""
+    memory at ``host_pfn`` (aliasing another slot's memory).  Arguments KVM_SET_USER_MEMORY_REGION
+    would refuse with -EINVAL are a :class:`UsageError`."""
+    if backing_level not in (S.PG_LEVEL_4K, S.PG_LEVEL_2M, S.PG_LEVEL_1G):
+        raise UsageError(f"backing level {backing_level}: host pages are 1 (4K), 2 (2M) or "
+                         "3 (1G)")
+    if npages < 1 or base_gfn < 0:
+        raise UsageError(f"memslot of {npages} pages at gfn {base_gfn}: needs >= 1 page at a "
+                         "gfn >= 0")
     if host_pfn is None:
         kvm.host_regions += 1
         host_pfn = (HOST_PFN_BASE + HOST_PFN_ALIGN * kvm.host_regions * 4

@@ -25,6 +25,8 @@ MMU = ("mmu",)
 def build_vm(vcpus: int, npages: int = 1024, backing_level: int = S.PG_LEVEL_4K,
              smm: bool = False, **kw):
     """A VM with one memslot per address space (the SMM one only with ``smm``)."""
+    if vcpus < 0:
+        raise UsageError(f"vcpus={vcpus}: a VM has zero or more vCPUs")
     kvm = kvm_create_vm(**kw)
     kvm_set_memory_region(kvm, 0, 0, 0, npages, backing_level)
     if smm:
