@@ -663,8 +663,9 @@ def mmu_aging_vs_access(vcpus: int = 2, ad_bits: bool = True):
     address space, one through 4K leaves in SMM -- and, once the SMM vCPU has written
     its first page, a range zap removes the SMM pages it uses.  Reclaim ages folio by
     folio, as folio_referenced() does.  Every page a hardware walk marked accessed since
-    the last age must be reported young (the Accessed-bit oracle).  ``ad_bits=False``: EPT without A/D bits, where aging marks
-    SPTEs access-tracked and the guest's next access takes a fast page fault."""
+    the last age must be reported young (the Accessed-bit oracle).  ``ad_bits=False``:
+    EPT without A/D bits, where aging marks SPTEs access-tracked and the guest's next
+    access takes a fast page fault."""
     from ..mmu.mmu import kvm_mmu_notifier_clear_young, kvm_mmu_notifier_test_young
     kvm = kvm_create_vm(masks=S.EPT if ad_bits else S.EPT_NO_AD)
     kvm_set_memory_region(kvm, 0, 0, 0, 1024, S.PG_LEVEL_2M)
