@@ -151,6 +151,52 @@ MUTATIONS = {
         "plausible: handle_changed_spte frees a removed page table only when a huge leaf "
         "replaces it, not when the entry is zapped",
         [(T, "            is_leaf or not is_present\n", "            is_leaf\n")]),
+    # -- third round (stop 15): chosen and written before any was run ---------------
+    "wrprot-skips-huge-leaves": (
+        "plausible: write-protection for dirty logging skips huge leaves (only 4K SPTEs "
+        "lose W)",
+        [(T, "            if (not S.is_shadow_present_pte(old) or not S.is_last_spte(old, iter.level)\n"
+             "                    or not old & S.PT_WRITABLE_MASK):\n",
+             "            if (not S.is_shadow_present_pte(old) or not S.is_last_spte(old, iter.level)\n"
+             "                    or not old & S.PT_WRITABLE_MASK or iter.level > S.PG_LEVEL_4K):\n")]),
+    "put-root-list-del-unlocked": (
+        "plausible: the last root put unlinks the root without tdp_mmu_pages_lock "
+        "(vCPUs add roots under it, holding mmu_lock only for read)",
+        [(T, "last reference to a valid root {root!r}\")\n"
+             "    spin_lock(kvm.arch.tdp_mmu_pages_lock)\n    kvm.arch.tdp_mmu_roots.list_del_rcu(root)\n"
+             "    spin_unlock(kvm.arch.tdp_mmu_pages_lock)\n",
+             "last reference to a valid root {root!r}\")\n"
+             "    kvm.arch.tdp_mmu_roots.list_del_rcu(root)\n")]),
+    "spurious-fault-ignores-access": (
+        "plausible: the slow path calls any present leaf at the goal level a spurious "
+        "fault, whatever access faulted",
+        [(T, "    if S.is_shadow_present_pte(old) and S.is_last_spte(old, iter.level) and (\n"
+             "            fault.prefetch or _is_access_allowed(fault, old, m)):\n",
+             "    if S.is_shadow_present_pte(old) and S.is_last_spte(old, iter.level):\n")]),
+    "split-links-before-fill": (
+        "plausible: eager splitting links the new page table before filling in its "
+        "small SPTEs",
+        [(T, "    np.frombuffer(sp.spt.vals, dtype=np.uint64)[:] = np.uint64(child0) | (\n"
+             "        _SPLIT_INDEX * np.uint64(step))\n"
+             "    ret = tdp_mmu_link_sp(kvm, iter, sp, shared)\n    if ret:\n        return ret\n",
+             "    ret = tdp_mmu_link_sp(kvm, iter, sp, shared)\n    if ret:\n        return ret\n"
+             "    np.frombuffer(sp.spt.vals, dtype=np.uint64)[:] = np.uint64(child0) | (\n"
+             "        _SPLIT_INDEX * np.uint64(step))\n")]),
+    "fast-pf-ignores-mmu-writable": (
+        "plausible: fast_page_fault makes a write-faulting SPTE writable without checking "
+        "that it is MMU-writable (write-tracked or read-only memory)",
+        [(M, "        if fault.write and S.is_mmu_writable_spte(spte, m):\n",
+             "        if fault.write:\n")]),
+    "age-clears-dirty": (
+        "plausible: aging with A/D bits clears Dirty together with Accessed",
+        [(T, "        iter.old_spte = iter.pt.fetch_and(iter.idx, ~m.accessed_mask & S.U64_MASK)\n",
+             "        iter.old_spte = iter.pt.fetch_and(\n"
+             "            iter.idx, ~(m.accessed_mask | m.dirty_mask) & S.U64_MASK)\n")]),
+    "alloc-root-no-recheck": (
+        "plausible: root allocation under the read lock does not look again under "
+        "tdp_mmu_pages_lock before creating a root (two vCPUs create two)",
+        [(T, '        for root in kvm.arch.tdp_mmu_roots.list_for_each_entry(True, "tdp_mmu_pages_lock held"):\n',
+             "        for root in ():\n")]),
 }
 
 
