@@ -47,9 +47,9 @@ MUTATIONS = {
         "v6.8 KVM: x86/mmu: Check for leaf SPTE when clearing dirty bit in the TDP MMU "
         "(here: no leaf check at all)",
         # (since stop 15 also the registered defect of that name: the patch enables it)
+        # (the patch removes the leaf check the defect's branch bypasses)
         [(T, '            if not S.is_last_spte(iter.old_spte, iter.level) and not traps.defect(\n'
-             '                    "clear-dirty-non-leaf"):\n',
-             "            if not S.is_last_spte(iter.old_spte, iter.level):\n")]),
+             '                    "clear-dirty-non-leaf"):\n                break\n', "")]),
     "alloc-reuses-invalid-root": (
         "plausible: the lookup under tdp_mmu_pages_lock reuses an invalidated root",
         [(T, "            if root.role == role and not root_is_invalid(root):\n"
