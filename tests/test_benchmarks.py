@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import subprocess
 import sys
+import tempfile
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -54,3 +56,30 @@ def test_heldout_benchmark_patches_apply_and_one_is_found():
                           "--no-baseline", "--json"], check=True, capture_output=True, text=True)
     row, = json.loads(out.stdout)["rows"]
     assert row["found"] and row["category"] == "MemoryLeak"
+
+
+def test_heldout_patches_of_registered_defects_put_the_defect_back():
+    """A held-out mutation that later became a registered defect must still be that bug
+    when applied as a patch: its scenario, with the defect's parameters, finds the
+    defect's class on the patched copy with no --defect given."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import heldout
+    finally:
+        sys.path.pop(0)
+    from tdpmmu.scenarios import all_defects
+    registered = {d.name: d for d in all_defects()}
+    shared = [n for n in heldout.MUTATIONS if n in registered]
+    assert shared, "no held-out mutation is a registered defect any more"
+    for name in shared:
+        d = registered[name]
+        with tempfile.TemporaryDirectory() as tmp:
+            root = heldout.make_copy(pathlib.Path(tmp), name)
+            argv = [sys.executable, "-m", "tdpmmu", "explore", d.scenarios[0], "--schedules",
+                    "20", "--stop-on-first", "--json"]
+            for k, v in d.params.items():
+                argv += ["--param", f"{k}={str(v).lower()}"]
+            out = subprocess.run(argv, capture_output=True, text=True, cwd=tmp,
+                                 env=dict(os.environ, PYTHONPATH=str(root)))
+        doc = json.loads(out.stdout)
+        assert [f["category"] for f in doc["failures"]][:1] == [d.expected], name
