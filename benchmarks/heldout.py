@@ -155,10 +155,9 @@ MUTATIONS = {
     "wrprot-skips-huge-leaves": (
         "plausible: write-protection for dirty logging skips huge leaves (only 4K SPTEs "
         "lose W)",
-        [(T, "            if (not S.is_shadow_present_pte(old) or not S.is_last_spte(old, iter.level)\n"
-             "                    or not old & S.PT_WRITABLE_MASK):\n",
-             "            if (not S.is_shadow_present_pte(old) or not S.is_last_spte(old, iter.level)\n"
-             "                    or not old & S.PT_WRITABLE_MASK or iter.level > S.PG_LEVEL_4K):\n")]),
+        # (since stop 15 also the registered defect of that name: the patch enables it)
+        [(T, '                    or (iter.level > S.PG_LEVEL_4K and traps.defect("wrprot-skips-huge-leaves"))):\n',
+             "                    or iter.level > S.PG_LEVEL_4K):\n")]),
     "put-root-list-del-unlocked": (
         "plausible: the last root put unlinks the root without tdp_mmu_pages_lock "
         "(vCPUs add roots under it, holding mmu_lock only for read)",

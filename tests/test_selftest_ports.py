@@ -266,3 +266,23 @@ def test_l2_running_needs_nested():
     import tdpmmu
     with pytest.raises(tdpmmu.UsageError, match="l2_running=true needs nested=true"):
         tdpmmu.explore("mmu-dirty-log-vs-writes", schedules=1, params={"l2_running": True})
+
+
+def test_migration_without_eager_splitting():
+    """eager_page_split=N (and kernels before v5.19): enabling logging write-protects the
+    guest's 2M leaves and its writes split them.  Clean on the model; a write protection
+    that skips huge leaves loses the writes made through them."""
+    import tdpmmu
+    params = {"backing": 2, "eager_split": False}
+    for strategy in ("pct", "random"):
+        res = tdpmmu.explore("mmu-dirty-log-vs-writes", strategy=strategy, schedules=200,
+                             seed=9, params=params)
+        assert res.failures == [], tdpmmu.render_failure(res.failures[0])
+    res = tdpmmu.explore("mmu-dirty-log-vs-writes", strategy="pct", schedules=50,
+                         params=params, defects=["wrprot-skips-huge-leaves"],
+                         stop_on_first=True)
+    assert res.failures and res.failures[0].category == "DirtyLogIncomplete"
+    split = tdpmmu.explore("mmu-dirty-log-vs-writes", strategy="pct", schedules=200,
+                           params={"backing": 2, "eager_split": True},
+                           defects=["wrprot-skips-huge-leaves"])
+    assert split.params["eager_split"] is True and split.failures == []

@@ -1751,7 +1751,8 @@ def wrprot_gfn_range(kvm, root, start: int, end: int, min_level: int) -> bool:
                 break
             old = iter.old_spte
             if (not S.is_shadow_present_pte(old) or not S.is_last_spte(old, iter.level)
-                    or not old & S.PT_WRITABLE_MASK):
+                    or not old & S.PT_WRITABLE_MASK
+                    or (iter.level > S.PG_LEVEL_4K and traps.defect("wrprot-skips-huge-leaves"))):
                 break
             if tdp_mmu_set_spte_atomic(kvm, iter, old & ~S.PT_WRITABLE_MASK):
                 spte_set = True

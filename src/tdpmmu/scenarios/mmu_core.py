@@ -552,11 +552,13 @@ def mmu_fast_pf_vs_write_track():
           key_branches=("fast-pf-made-writable",),
           variants=({"mode": "clear-log"}, {"pml": True, "nested": True},
                     {"backing": 2, "fresh": True}, {"ad_bits": False, "reclaim": True},
-                    {"pml": True, "nested": True, "l2_running": True}))
+                    {"pml": True, "nested": True, "l2_running": True},
+                    {"backing": 2, "eager_split": False}))
 def mmu_dirty_log_vs_writes(pages: int = 3, rounds: int = 2, mode: str = "dirty-log",
                             pml: bool = False, nested: bool = False, backing: int = 1,
                             fresh: bool = False, ad_bits: bool = True,
-                            reclaim: bool = False, l2_running: bool = False):
+                            reclaim: bool = False, l2_running: bool = False,
+                            eager_split: bool = True):
     """dirty_log_test's invariant: a vCPU keeps writing pages while the VMM enables dirty
     logging (write-protect) and collects the log repeatedly -- ``mode`` "dirty-log"
     (GET_DIRTY_LOG takes the bitmap, re-protects and flushes) or "clear-log" (manual
@@ -567,6 +569,9 @@ def mmu_dirty_log_vs_writes(pages: int = 3, rounds: int = 2, mode: str = "dirty-
     ``l2_running`` (with ``nested``): L1 has already entered L2, which has written the
     pages, when migration starts -- logging is enabled with L2's root loaded and mapped;
     ``backing``: the host page size (2: the slot is backed by 2M pages, e.g. THP);
+    ``eager_split``: the eager_page_split module parameter (False: kernels before v5.19,
+    or hosts that turn it off -- enabling logging write-protects the huge pages, and
+    writes split them);
     ``fresh``: each round also writes pages never touched before, in the slot's second
     half (dirty_log_test's guest writes random pages: most are first touched while the
     log is on); ``ad_bits``: EPT with A/D bits (False: aging access-tracks SPTEs);
@@ -583,6 +588,7 @@ def mmu_dirty_log_vs_writes(pages: int = 3, rounds: int = 2, mode: str = "dirty-
         raise UsageError("parameter l2_running=true needs nested=true")
     kvm = build_vm(1, backing_level=backing, masks=S.EPT if ad_bits else S.EPT_NO_AD)
     kvm.enable_pml = pml
+    kvm.eager_page_split = eager_split
     if mode == "clear-log":
         kvm.manual_dirty_log_protect = (KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE
                                         | KVM_DIRTY_LOG_INITIALLY_SET)
@@ -978,6 +984,16 @@ register_defect("clear-dirty-non-leaf",
                        "SPTE when clearing dirty bit in the TDP MMU' (which re-checks the "
                        "leaf after a failed cmpxchg); first a held-out mutation",
                 params={"pml": True, "nested": True, "l2_running": True})
+register_defect("wrprot-skips-huge-leaves",
+                "dirty logging leaves huge pages writable",
+                "DirtyLogIncomplete", ["mmu-dirty-log-vs-writes"],
+                "wrprot_gfn_range write-protects only 4K leaves.  With eager page "
+                "splitting on, enabling logging has already split the huge pages; with it "
+                "off (kernels before v5.19, or eager_page_split=N) a huge leaf stays "
+                "writable and the guest's writes through it are never logged.  Explored "
+                "with backing=2 eager_split=false.",
+                source="plausible; first a held-out mutation (round 3)",
+                params={"backing": 2, "eager_split": False})
 register_defect("zap-invalidated-roots-one-as",
                 "invalidated roots zapped in one address space only",
                 "KernelWarning", ["mmu-smm-teardown"],
