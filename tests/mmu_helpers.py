@@ -98,3 +98,25 @@ def spying(module, name: str, calls: list, record):
         yield
     finally:
         setattr(module, name, inner)
+
+
+def check_variant_and_its_defect(scenario: str, params: dict, defect: str, expected: str, *,
+                                 seed: int = 0, clean_schedules: int = 200,
+                                 find_schedules: int = 50, without: dict | None = None):
+    """A scenario configuration and the defect it exists to catch: ``params`` is clean
+    under PCT and the random walk, the defect is found there with the ``expected`` class,
+    and (``without``: parameters overriding ``params``) not in the neighbouring
+    configuration."""
+    import tdpmmu
+    for strategy in ("pct", "random"):
+        res = tdpmmu.explore(scenario, strategy=strategy, schedules=clean_schedules,
+                             seed=seed, params=params)
+        assert res.failures == [], tdpmmu.render_failure(res.failures[0])
+    res = tdpmmu.explore(scenario, strategy="pct", schedules=find_schedules, params=params,
+                         defects=[defect], stop_on_first=True)
+    assert res.failures and res.failures[0].category == expected, defect
+    if without is not None:
+        other = {**params, **without}
+        res = tdpmmu.explore(scenario, strategy="pct", schedules=clean_schedules,
+                             params=other, defects=[defect])
+        assert all(res.params[k] == v for k, v in other.items()) and res.failures == []

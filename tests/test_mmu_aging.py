@@ -10,7 +10,7 @@ from tdpmmu.mmu import spte as S
 from tdpmmu.mmu.locking import REGISTRY
 from tdpmmu.mmu.mmu import kvm_flush_remote_tlbs, kvm_mmu_notifier_clear_young, kvm_mmu_notifier_test_young
 
-from mmu_helpers import add_slot, leaf_sptes, run_single, vcpu
+from mmu_helpers import add_slot, check_variant_and_its_defect, leaf_sptes, run_single, vcpu
 
 
 def _young_leaves(kvm, root):
@@ -117,13 +117,6 @@ def test_enabling_dirty_logging_after_aging_without_ad_bits():
     """Migration starts while reclaim ages the written pages (EPT without A/D bits): the
     flow is clean, and the 2022 bug -- flushing after write-protection only if an SPTE
     changed -- loses the writes made through still-writable TLB entries."""
-    import tdpmmu
-    params = {"ad_bits": False, "reclaim": True}
-    for strategy in ("pct", "random"):
-        res = tdpmmu.explore("mmu-dirty-log-vs-writes", strategy=strategy, schedules=300,
-                             seed=1, params=params)
-        assert res.failures == [], tdpmmu.render_failure(res.failures[0])
-    res = tdpmmu.explore("mmu-dirty-log-vs-writes", strategy="pct", schedules=300,
-                         params=params, defects=["enable-logging-flush-if-changed"],
-                         stop_on_first=True)
-    assert res.failures and res.failures[0].category == "DirtyLogIncomplete"
+    check_variant_and_its_defect("mmu-dirty-log-vs-writes", {"ad_bits": False, "reclaim": True},
+                                 "enable-logging-flush-if-changed", "DirtyLogIncomplete",
+                                 seed=1, clean_schedules=300, find_schedules=300)

@@ -9,7 +9,7 @@ from tdpmmu.mmu import EXEC_ACCESS, READ_ACCESS, WRITE_ACCESS, guest_access
 from tdpmmu.mmu import spte as S
 from tdpmmu.mmu.mmu import kvm_recover_nx_huge_pages
 
-from mmu_helpers import add_slot, run_single, vcpu
+from mmu_helpers import add_slot, check_variant_and_its_defect, run_single, vcpu
 
 GIB = 1 << 30
 HPAGE = 2 << 20
@@ -247,19 +247,10 @@ def test_migration_starting_with_l2_running():
     when logging is enabled) is clean; clearing dirty state in non-leaf SPTEs then
     write-protects L2's tables (an L2 root clears W, PML does not log L2) and the guest
     hangs on a spurious fault -- not seen when L2 is entered after logging started."""
-    import tdpmmu
-    params = {"pml": True, "nested": True, "l2_running": True}
-    for strategy in ("pct", "random"):
-        res = tdpmmu.explore("mmu-dirty-log-vs-writes", strategy=strategy, schedules=200,
-                             seed=5, params=params)
-        assert res.failures == [], tdpmmu.render_failure(res.failures[0])
-    res = tdpmmu.explore("mmu-dirty-log-vs-writes", strategy="pct", schedules=20,
-                         params=params, defects=["clear-dirty-non-leaf"], stop_on_first=True)
-    assert res.failures and res.failures[0].category == "Livelock"
-    late = tdpmmu.explore("mmu-dirty-log-vs-writes", strategy="pct", schedules=200,
-                          params={"pml": True, "nested": True, "l2_running": False},
-                          defects=["clear-dirty-non-leaf"])
-    assert late.params["l2_running"] is False and late.failures == []
+    check_variant_and_its_defect("mmu-dirty-log-vs-writes",
+                                 {"pml": True, "nested": True, "l2_running": True},
+                                 "clear-dirty-non-leaf", "Livelock", seed=5,
+                                 find_schedules=20, without={"l2_running": False})
 
 
 def test_l2_running_needs_nested():
@@ -271,18 +262,8 @@ def test_l2_running_needs_nested():
 def test_migration_without_eager_splitting():
     """eager_page_split=N (and kernels before v5.19): enabling logging write-protects the
     guest's 2M leaves and its writes split them.  Clean on the model; a write protection
-    that skips huge leaves loses the writes made through them."""
-    import tdpmmu
-    params = {"backing": 2, "eager_split": False}
-    for strategy in ("pct", "random"):
-        res = tdpmmu.explore("mmu-dirty-log-vs-writes", strategy=strategy, schedules=200,
-                             seed=9, params=params)
-        assert res.failures == [], tdpmmu.render_failure(res.failures[0])
-    res = tdpmmu.explore("mmu-dirty-log-vs-writes", strategy="pct", schedules=50,
-                         params=params, defects=["wrprot-skips-huge-leaves"],
-                         stop_on_first=True)
-    assert res.failures and res.failures[0].category == "DirtyLogIncomplete"
-    split = tdpmmu.explore("mmu-dirty-log-vs-writes", strategy="pct", schedules=200,
-                           params={"backing": 2, "eager_split": True},
-                           defects=["wrprot-skips-huge-leaves"])
-    assert split.params["eager_split"] is True and split.failures == []
+    that skips huge leaves loses the writes made through them (not with eager
+    splitting, which leaves no huge leaf to protect)."""
+    check_variant_and_its_defect("mmu-dirty-log-vs-writes", {"backing": 2, "eager_split": False},
+                                 "wrprot-skips-huge-leaves", "DirtyLogIncomplete", seed=9,
+                                 without={"eager_split": True})
