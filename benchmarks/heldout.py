@@ -46,8 +46,8 @@ MUTATIONS = {
     "clear-dirty-non-leaf": (
         "v6.8 KVM: x86/mmu: Check for leaf SPTE when clearing dirty bit in the TDP MMU "
         "(here: no leaf check at all)",
-        # (since stop 15 also the registered defect of that name: the patch enables it)
-        # (the patch removes the leaf check the defect's branch bypasses)
+        # (since stop 15 also the registered defect of that name: the patch removes the
+        # leaf check that the defect's branch bypasses)
         [(T, '            if not S.is_last_spte(iter.old_spte, iter.level) and not traps.defect(\n'
              '                    "clear-dirty-non-leaf"):\n                break\n', "")]),
     "alloc-reuses-invalid-root": (
