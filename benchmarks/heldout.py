@@ -196,6 +196,80 @@ MUTATIONS = {
         "tdp_mmu_pages_lock before creating a root (two vCPUs create two)",
         [(T, '        for root in kvm.arch.tdp_mmu_roots.list_for_each_entry(True, "tdp_mmu_pages_lock held"):\n',
              "        for root in ():\n")]),
+    # -- fourth round (stop 16): chosen and written before any was run ---------------
+    "uninit-no-rcu-barrier": (
+        "historical: kvm_mmu_uninit_tdp_mmu without rcu_barrier() (the RCU callbacks "
+        "freeing zapped page tables may run after the VM is gone; cf. 7cca2d0b7e7d)",
+        [(T, "         f\"{', '.join(left)}\")\n    rcu_barrier()\n",
+             "         f\"{', '.join(left)}\")\n")]),
+    "recover-ignores-host-level": (
+        "plausible: in-place huge page recovery (disable dirty logging) ignores the "
+        "host mapping level (kvm_mmu_max_mapping_level)",
+        [(T, "            if slot.max_mapping_level(iter.gfn) < iter.level:\n                break\n", ""),
+         (T, "        if gfn < start or gfn >= end or slot.max_mapping_level(gfn) < level:\n",
+             "        if gfn < start or gfn >= end:\n")]),
+    "unlink-keeps-nx-tracking": (
+        "plausible: tdp_mmu_unlink_sp forgets to untrack a possible NX huge page (the "
+        "freed page table stays on possible_nx_huge_pages)",
+        [(T, "    tdp_unaccount_mmu_page(kvm, sp)\n    if not sp.hdr.read_once(HDR_NX):\n        return\n"
+             "    spin_lock(kvm.arch.tdp_mmu_pages_lock)\n    sp.hdr.write_once(HDR_NX, 0)\n"
+             "    untrack_possible_nx_huge_page(kvm, sp)\n    spin_unlock(kvm.arch.tdp_mmu_pages_lock)\n",
+             "    tdp_unaccount_mmu_page(kvm, sp)\n")]),
+    "invalidate-begin-after-unmap": (
+        "plausible: invalidate_range_start zaps first and raises "
+        "mmu_invalidate_in_progress in a second mmu_lock section",
+        [(M, "    write_lock(kvm.mmu_lock)\n    kvm_mmu_invalidate_begin(kvm)\n"
+             "    kvm_mmu_invalidate_range_add(kvm, start, end)\n    flush = False\n"
+             "    for as_id, lo, hi in ranges:\n        flush = kvm_unmap_gfn_range(kvm, as_id, lo, hi, flush)\n"
+             "    if flush:\n        kvm_flush_remote_tlbs(kvm)\n    write_unlock(kvm.mmu_lock)\n",
+             "    write_lock(kvm.mmu_lock)\n    flush = False\n"
+             "    for as_id, lo, hi in ranges:\n        flush = kvm_unmap_gfn_range(kvm, as_id, lo, hi, flush)\n"
+             "    if flush:\n        kvm_flush_remote_tlbs(kvm)\n    write_unlock(kvm.mmu_lock)\n"
+             "    write_lock(kvm.mmu_lock)\n    kvm_mmu_invalidate_begin(kvm)\n"
+             "    kvm_mmu_invalidate_range_add(kvm, start, end)\n    write_unlock(kvm.mmu_lock)\n")]),
+    "invalidate-range-add-skipped": (
+        "plausible: invalidate_range_start raises mmu_invalidate_in_progress but never "
+        "records the range (kvm_mmu_invalidate_range_add)",
+        [(M, "    kvm_mmu_invalidate_begin(kvm)\n    kvm_mmu_invalidate_range_add(kvm, start, end)\n"
+             "    flush = False\n",
+             "    kvm_mmu_invalidate_begin(kvm)\n    flush = False\n")]),
+    "yield-inside-rcu": (
+        "plausible: tdp_mmu_iter_cond_resched drops mmu_lock to reschedule but stays "
+        "inside the RCU read-side critical section",
+        [(T, "            _mmu_c.kvm_flush_remote_tlbs(kvm)\n        rcu_read_unlock()\n    if shared:\n",
+             "            _mmu_c.kvm_flush_remote_tlbs(kvm)\n    if shared:\n"),
+         (T, "        yielded = kvm.mmu_lock.cond_resched_rwlock_write()\n    rcu_read_lock()\n",
+             "        yielded = kvm.mmu_lock.cond_resched_rwlock_write()\n")]),
+    "zap-leafs-skips-partial-huge": (
+        "plausible: tdp_mmu_zap_leafs zaps a huge leaf only if it starts inside "
+        "[start, end) (one overlapping the start of the range survives)",
+        [(T, "        if not S.is_shadow_present_pte(iter.old_spte) or not S.is_last_spte(iter.old_spte,\n"
+             "                                                                             iter.level):\n"
+             "            continue\n        tdp_mmu_iter_set_spte(kvm, iter, S.SHADOW_NONPRESENT_VALUE)\n",
+             "        if not S.is_shadow_present_pte(iter.old_spte) or not S.is_last_spte(iter.old_spte,\n"
+             "                                                                             iter.level):\n"
+             "            continue\n        if iter.gfn < start:\n            continue\n"
+             "        tdp_mmu_iter_set_spte(kvm, iter, S.SHADOW_NONPRESENT_VALUE)\n")]),
+    "removed-pt-skips-children": (
+        "plausible: handle_removed_pt freezes the entries of a removed table without "
+        "handle_changed_spte on each (child tables and leaf accounting are lost)",
+        [(T, "    if level == S.PG_LEVEL_4K and traps.free_run() and not traps.tracing():\n"
+             "        _bulk_remove_leaf_table(kvm, pt, shared)\n",
+             "    if False:\n        _bulk_remove_leaf_table(kvm, pt, shared)\n"),
+         (T, "        handle_changed_spte(kvm, as_id, gfn, old_spte, S.FROZEN_SPTE, level, shared)\n"
+             "        i += 1\n", "        i += 1\n")]),
+    "memslot-zap-before-srcu-sync": (
+        "plausible: a memslot DELETE/MOVE zaps the slot's SPTEs before "
+        "synchronize_srcu (a fault that looked the old slot up can map it afterwards)",
+        [(M, "    kvm.srcu.synchronize_srcu()\n    if not traps.defect(\"flush-shadow-memslot-skipped\"):\n"
+             "        kvm_arch_flush_shadow_memslot(kvm, slot)\n",
+             "    if not traps.defect(\"flush-shadow-memslot-skipped\"):\n"
+             "        kvm_arch_flush_shadow_memslot(kvm, slot)\n    kvm.srcu.synchronize_srcu()\n")]),
+    "step-down-no-reread": (
+        "historical: try_step_down follows the SPTE read when the entry was visited, "
+        "without re-reading it (the re-read came with RCU-protected tables, 7cca2d0b7e7d)",
+        [(I, "    iter.old_spte = spte = iter.pt.read_once(iter.idx)\n",
+             "    spte = iter.old_spte\n")]),
 }
 
 
