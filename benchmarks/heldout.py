@@ -86,9 +86,8 @@ MUTATIONS = {
     "retry-ignores-in-progress": (
         "plausible: mmu_invalidate_retry_gfn checks the sequence only, not an "
         "invalidation in progress",
-        [(M, "    \"\"\"Requires: mmu_lock held (either mode).\"\"\"\n"
-             "    if kvm.mmu_invalidate_in_progress and",
-             "    \"\"\"Requires: mmu_lock held (either mode).\"\"\"\n    if False and")]),
+        [(M, "    if kvm.mmu_invalidate_in_progress:\n        lo, hi = kvm.mmu_invalidate_range\n",
+             "    if False:\n        lo, hi = kvm.mmu_invalidate_range\n")]),
     "seq-snapshot-after-pfn": (
         "plausible: mmu_invalidate_seq snapshot after the pfn lookup (the rule of "
         "e930bffe95e1 / ba6e3fe25543: snapshot, smp_rmb, then gfn_to_pfn)",
@@ -218,21 +217,25 @@ MUTATIONS = {
     "invalidate-begin-after-unmap": (
         "plausible: invalidate_range_start zaps first and raises "
         "mmu_invalidate_in_progress in a second mmu_lock section",
-        [(M, "    write_lock(kvm.mmu_lock)\n    kvm_mmu_invalidate_begin(kvm)\n"
-             "    kvm_mmu_invalidate_range_add(kvm, start, end)\n    flush = False\n"
-             "    for as_id, lo, hi in ranges:\n        flush = kvm_unmap_gfn_range(kvm, as_id, lo, hi, flush)\n"
+        # (since stop 16 range_add runs per memslot range, as kvm_mmu_unmap_gfn_range)
+        [(M, "    kvm_mmu_invalidate_begin(kvm)                   # on_lock\n    flush = False\n"
+             "    for as_id, lo, hi in ranges:                    # kvm_mmu_unmap_gfn_range per memslot\n"
+             "        kvm_mmu_invalidate_range_add(kvm, lo, hi)\n"
+             "        flush = kvm_unmap_gfn_range(kvm, as_id, lo, hi, flush)\n"
              "    if flush:\n        kvm_flush_remote_tlbs(kvm)\n    write_unlock(kvm.mmu_lock)\n",
-             "    write_lock(kvm.mmu_lock)\n    flush = False\n"
-             "    for as_id, lo, hi in ranges:\n        flush = kvm_unmap_gfn_range(kvm, as_id, lo, hi, flush)\n"
+             "    flush = False\n"
+             "    for as_id, lo, hi in ranges:\n"
+             "        flush = kvm_unmap_gfn_range(kvm, as_id, lo, hi, flush)\n"
              "    if flush:\n        kvm_flush_remote_tlbs(kvm)\n    write_unlock(kvm.mmu_lock)\n"
              "    write_lock(kvm.mmu_lock)\n    kvm_mmu_invalidate_begin(kvm)\n"
-             "    kvm_mmu_invalidate_range_add(kvm, start, end)\n    write_unlock(kvm.mmu_lock)\n")]),
+             "    for as_id, lo, hi in ranges:\n        kvm_mmu_invalidate_range_add(kvm, lo, hi)\n"
+             "    write_unlock(kvm.mmu_lock)\n")]),
     "invalidate-range-add-skipped": (
         "plausible: invalidate_range_start raises mmu_invalidate_in_progress but never "
         "records the range (kvm_mmu_invalidate_range_add)",
-        [(M, "    kvm_mmu_invalidate_begin(kvm)\n    kvm_mmu_invalidate_range_add(kvm, start, end)\n"
-             "    flush = False\n",
-             "    kvm_mmu_invalidate_begin(kvm)\n    flush = False\n")]),
+        [(M, "        kvm_mmu_invalidate_range_add(kvm, lo, hi)\n"
+             "        flush = kvm_unmap_gfn_range(kvm, as_id, lo, hi, flush)\n",
+             "        flush = kvm_unmap_gfn_range(kvm, as_id, lo, hi, flush)\n")]),
     "yield-inside-rcu": (
         "plausible: tdp_mmu_iter_cond_resched drops mmu_lock to reschedule but stays "
         "inside the RCU read-side critical section",

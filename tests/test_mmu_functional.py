@@ -376,3 +376,56 @@ def test_smm_scenario_and_its_variant_under_exploration():
                          defects=["zap-invalidated-roots-one-as"], stop_on_first=True)
     f = bad.failures[0]
     assert f.category == "KernelWarning" and "tdp_mmu_roots not empty" in f.message
+
+
+# -- the invalidation range (kvm_main.c): INVALID_GPA until a range is added ----------
+
+def _invalidation(kvm, steps):
+    from tdpmmu.mmu.mmu import (kvm_mmu_invalidate_begin, kvm_mmu_invalidate_end,
+                                kvm_mmu_invalidate_range_add, mmu_invalidate_retry_gfn)
+    ops = {"begin": kvm_mmu_invalidate_begin, "end": kvm_mmu_invalidate_end,
+           "retry": lambda k, gfn: mmu_invalidate_retry_gfn(k, k.mmu_invalidate_seq.peek(0), gfn),
+           "add": kvm_mmu_invalidate_range_add}
+    out = []
+    write_lock(kvm.mmu_lock)
+    for name, *args in steps:
+        out.append(ops[name](kvm, *args))
+    write_unlock(kvm.mmu_lock)
+    return out
+
+
+def test_invalidation_ranges_widen_until_every_invalidation_ends():
+    def body(kvm):
+        return _invalidation(kvm, [("begin",), ("add", 10, 20), ("retry", 9), ("retry", 10),
+                                   ("begin",), ("add", 40, 50), ("retry", 30), ("end",),
+                                   ("retry", 30), ("end",), ("retry", 30)])
+    out, _ = run_single(body)
+    # [10, 20), then [10, 50) while either is open; once both ended no range applies
+    # ("retry" reads the current mmu_invalidate_seq, so only the range can say retry)
+    assert out[2:4] == [False, True] and out[6] is True and out[8] is True
+    assert out[10] is False
+
+
+@pytest.mark.parametrize("steps, message", [
+    ([("begin",), ("retry", 5)], "without a range"),
+    ([("begin",), ("end",)], "no range was added"),
+    ([("add", 1, 2)], "no invalidation in progress"),
+])
+def test_invalidation_without_a_range_is_a_kvm_bug(steps, message):
+    with pytest.raises(KernelWarning, match=message):
+        run_single(lambda kvm: _invalidation(kvm, steps))
+
+
+def test_notifier_invalidation_adds_each_memslot_range():
+    from tdpmmu.mmu.mmu import (kvm_mmu_notifier_invalidate_range_end,
+                                kvm_mmu_notifier_invalidate_range_start)
+
+    def body(kvm):
+        add_slot(kvm, base_gfn=0, npages=16)
+        add_slot(kvm, base_gfn=64, npages=16)
+        kvm_mmu_notifier_invalidate_range_start(kvm, 8, 72)
+        seen = kvm.mmu_invalidate_range
+        kvm_mmu_notifier_invalidate_range_end(kvm, 8, 72)
+        return seen
+    seen, _ = run_single(body)
+    assert seen == (8, 72)          # [8, 16) and [64, 72): the smallest covering range

@@ -30,6 +30,8 @@ from ..sync.vhost_task import Once
 from . import spte as S
 
 KVM_ADDRESS_SPACE_NUM = 2
+#: include/linux/kvm_types.h: (gpa_t)~0ULL, also the "no range yet" of an invalidation
+INVALID_GPA = (1 << 64) - 1
 HOST_PFN_BASE = 1 << 24          # 64 GiB: above every page-table pfn the allocator hands out
 HOST_PFN_ALIGN = 1 << 18         # 1 GiB in 4K pages
 
@@ -340,7 +342,8 @@ class Kvm:
         #: every SPTE of a range walk is its own step (else runs of non-present entries
         #: are scanned in one step: see tdp_mmu.py's deviations)
         self.fine_grained = False
-        self.mmu_invalidate_range = (1 << 64, 0)
+        #: (mmu_invalidate_range_start, mmu_invalidate_range_end), zeroed as by kzalloc
+        self.mmu_invalidate_range = (0, 0)
         #: TLB-coherence oracle: flush obligations not met yet (see oracles.py)
         self.pending_flushes: list = []
         #: write-tracked gfns (kvm_slot_page_track_add_page): writes are emulated

@@ -26,7 +26,7 @@ from ..sync.vhost_task import (call_once, vhost_task_create, vhost_task_start, v
 from ..sync import LockdepMap, down_read, down_write, lock_map_acquire, lock_map_release, up_read, up_write
 from . import oracles
 from . import spte as S
-from .kvm import (DirtyBitmap, HOST_PFN_ALIGN, HOST_PFN_BASE, KVM_REQ_MMU_FREE_OBSOLETE_ROOTS,
+from .kvm import (DirtyBitmap, HOST_PFN_ALIGN, HOST_PFN_BASE, INVALID_GPA, KVM_REQ_MMU_FREE_OBSOLETE_ROOTS,
                   KVM_REQ_TLB_FLUSH, Kvm, KvmMemorySlot, KvmVcpu)
 from .locking import requires, transparent
 from .mmu_internal import (HDR_INVALID, HDR_NX, KVM_DIRECT_ROOTS, PFERR_FETCH_MASK, PFERR_PRESENT_MASK,
@@ -632,7 +632,8 @@ def kvm_mmu_faultin_pfn(vcpu: KvmVcpu, fault: KvmPageFault) -> int:
 
 @requires("none", kernel="kvm_host.h")
 def mmu_invalidate_retry_gfn_unsafe(kvm: Kvm, mmu_seq: int, gfn: int) -> bool:
-    """Lockless early check (may be wrong both ways; confirmed under the lock)."""
+    """Lockless early check (may be wrong both ways; confirmed under the lock).  An
+    in-progress invalidation whose range is still INVALID_GPA matches no gfn here."""
     if kvm.mmu_invalidate_in_progress and kvm.mmu_invalidate_range[0] <= gfn < kvm.mmu_invalidate_range[1]:
         return True
     return kvm.mmu_invalidate_seq.read_once(0) != mmu_seq
@@ -640,9 +641,21 @@ def mmu_invalidate_retry_gfn_unsafe(kvm: Kvm, mmu_seq: int, gfn: int) -> bool:
 
 @requires("either", kernel="kvm_host.h")
 def mmu_invalidate_retry_gfn(kvm: Kvm, mmu_seq: int, gfn: int) -> bool:
-    """Requires: mmu_lock held (either mode)."""
-    if kvm.mmu_invalidate_in_progress and kvm.mmu_invalidate_range[0] <= gfn < kvm.mmu_invalidate_range[1]:
-        return True
+    """Requires: mmu_lock held (either mode).
+
+    Returns: True (retry) if an invalidation in progress covers ``gfn`` -- or has no
+    range yet: mmu_lock was dropped between kvm_mmu_invalidate_begin and
+    kvm_mmu_invalidate_range_add, a KVM bug the kernel WARNs about -- or if
+    mmu_invalidate_seq moved since ``mmu_seq`` was read.
+    """
+    if kvm.mmu_invalidate_in_progress:
+        lo, hi = kvm.mmu_invalidate_range
+        if WARN(lo == INVALID_GPA or hi == INVALID_GPA,
+                "WARN_ON_ONCE in mmu_invalidate_retry_gfn: invalidation in progress "
+                "without a range (mmu_lock dropped before kvm_mmu_invalidate_range_add)"):
+            return True
+        if lo <= gfn < hi:
+            return True
     return kvm.mmu_invalidate_seq.read_once(0) != mmu_seq
 
 
@@ -709,17 +722,31 @@ def kvm_mmu_zap_all_fast(kvm: Kvm) -> None:
 
 @requires("write", kernel="kvm_main.c")
 def kvm_mmu_invalidate_begin(kvm: Kvm) -> None:
-    """Requires: mmu_lock held for write."""
+    """Open an invalidation; the first one resets the range start to INVALID_GPA (a
+    range must be added before mmu_lock is dropped).
+
+    Requires: mmu_lock held for write.
+    """
     kvm.mmu_invalidate_in_progress += 1
     if kvm.mmu_invalidate_in_progress == 1:
-        kvm.mmu_invalidate_range = (1 << 64, 0)
+        kvm.mmu_invalidate_range = (INVALID_GPA, kvm.mmu_invalidate_range[1])
 
 
 @requires("write", kernel="kvm_main.c")
 def kvm_mmu_invalidate_range_add(kvm: Kvm, start: int, end: int) -> None:
-    """Requires: mmu_lock held for write."""
+    """Add [start, end) to the in-progress range: the first range replaces
+    INVALID_GPA, later ones (more memslots, concurrent invalidations) widen it to the
+    smallest range covering all of them, until every invalidation has ended.
+
+    Requires: mmu_lock held for write; an invalidation in progress.
+    """
+    WARN(not kvm.mmu_invalidate_in_progress,
+         "WARN_ON_ONCE in kvm_mmu_invalidate_range_add: no invalidation in progress")
     lo, hi = kvm.mmu_invalidate_range
-    kvm.mmu_invalidate_range = (min(lo, start), max(hi, end))
+    if lo == INVALID_GPA:
+        kvm.mmu_invalidate_range = (start, end)
+    else:
+        kvm.mmu_invalidate_range = (min(lo, start), max(hi, end))
 
 
 @requires("write", kernel="kvm_main.c")
@@ -729,6 +756,9 @@ def kvm_mmu_invalidate_end(kvm: Kvm) -> None:
     kvm.mmu_invalidate_in_progress -= 1
     if kvm.mmu_invalidate_in_progress < 0:
         raise KernelWarning("KVM_BUG_ON in kvm_mmu_invalidate_end: count went negative")
+    WARN(kvm.mmu_invalidate_range[0] == INVALID_GPA,
+         "WARN_ON_ONCE in kvm_mmu_invalidate_end: no range was added since "
+         "kvm_mmu_invalidate_begin")
 
 
 @requires("none", takes="write", yields=True)
@@ -1056,10 +1086,10 @@ def kvm_mmu_notifier_invalidate_range_start(kvm: Kvm, start: int, end: int) -> N
     if not ranges:
         return
     write_lock(kvm.mmu_lock)
-    kvm_mmu_invalidate_begin(kvm)
-    kvm_mmu_invalidate_range_add(kvm, start, end)
+    kvm_mmu_invalidate_begin(kvm)                   # on_lock
     flush = False
-    for as_id, lo, hi in ranges:
+    for as_id, lo, hi in ranges:                    # kvm_mmu_unmap_gfn_range per memslot
+        kvm_mmu_invalidate_range_add(kvm, lo, hi)
         flush = kvm_unmap_gfn_range(kvm, as_id, lo, hi, flush)
     if flush:
         kvm_flush_remote_tlbs(kvm)
