@@ -429,3 +429,12 @@ def test_notifier_invalidation_adds_each_memslot_range():
         return seen
     seen, _ = run_single(body)
     assert seen == (8, 72)          # [8, 16) and [64, 72): the smallest covering range
+
+
+def test_teardown_waits_for_the_rcu_callbacks_it_queued():
+    """kvm_destroy_vm returns with no RCU callback pending (kvm_mmu_uninit_tdp_mmu's
+    rcu_barrier): checked when it returns, not at the end of the execution, when the
+    grace-period thread has long run them."""
+    from mmu_helpers import check_variant_and_its_defect
+    check_variant_and_its_defect("mmu-faults-vs-zap-all-fast", {}, "uninit-no-rcu-barrier",
+                                 "InvariantViolation", find_schedules=100)
