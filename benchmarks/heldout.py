@@ -204,8 +204,12 @@ MUTATIONS = {
     "recover-ignores-host-level": (
         "plausible: in-place huge page recovery (disable dirty logging) ignores the "
         "host mapping level (kvm_mmu_max_mapping_level)",
-        [(T, "            if slot.max_mapping_level(iter.gfn) < iter.level:\n                break\n", ""),
-         (T, "        if gfn < start or gfn >= end or slot.max_mapping_level(gfn) < level:\n",
+        # (since stop 16 also the registered defect of that name: the patch enables it)
+        [(T, "            if (slot.max_mapping_level(iter.gfn) < iter.level\n"
+             "                    and not traps.defect(\"recover-ignores-host-level\")):\n"
+             "                break\n", ""),
+         (T, "        if gfn < start or gfn >= end or (slot.max_mapping_level(gfn) < level and not\n"
+             "                                         traps.defect(\"recover-ignores-host-level\")):\n",
              "        if gfn < start or gfn >= end:\n")]),
     "unlink-keeps-nx-tracking": (
         "plausible: tdp_mmu_unlink_sp forgets to untrack a possible NX huge page (the "

@@ -438,3 +438,41 @@ def test_teardown_waits_for_the_rcu_callbacks_it_queued():
     from mmu_helpers import check_variant_and_its_defect
     check_variant_and_its_defect("mmu-faults-vs-zap-all-fast", {}, "uninit-no-rcu-barrier",
                                  "InvariantViolation", find_schedules=100)
+
+
+def test_a_host_page_moved_on_its_own_splits_the_host_huge_page():
+    """max_mapping_level (host_pfn_mapping_level): a 2M region is huge-mappable only if
+    its host pages are consecutive -- one page moved alone (migrated, discarded) leaves
+    it 4K; the whole folio moved to an aligned one keeps it 2M."""
+    from tdpmmu.mmu.mmu import kvm_host_migrate_folio, kvm_host_remap_gfn
+
+    def body(kvm):
+        slot = add_slot(kvm, npages=3 * 512, backing=S.PG_LEVEL_2M)
+        before = [slot.max_mapping_level(g) for g in (5, 517, 1029)]
+        kvm_host_remap_gfn(kvm, 0, 7, slot.gfn_to_pfn(7) + (1 << 20))
+        kvm_host_migrate_folio(kvm, 0, 512, 512, slot.gfn_to_pfn(512) + (1 << 20))
+        return before, [slot.max_mapping_level(g) for g in (5, 517, 1029)]
+    (before, after), _ = run_single(body)
+    assert before == [S.PG_LEVEL_2M] * 3
+    assert after == [S.PG_LEVEL_4K, S.PG_LEVEL_2M, S.PG_LEVEL_2M]
+
+
+def test_migration_end_with_a_discarded_page():
+    """Turning dirty logging off recovers huge pages only where the host still backs the
+    region with one huge page: clean with a page discarded meanwhile; recovery that
+    ignores the host level maps the discarded page's old pfn."""
+    from mmu_helpers import check_variant_and_its_defect
+    check_variant_and_its_defect("mmu-migration-end-vs-access", {"discarded": 1},
+                                 "recover-ignores-host-level", "HostSafetyViolation")
+
+
+def test_stale_leaves_are_found_when_the_threads_are_gone():
+    """The quiescent structure check compares every leaf with the memslots: a huge SPTE
+    reaching beyond its memslot is reported even if no guest access goes through it."""
+    import tdpmmu
+    res = tdpmmu.explore("mmu-migration-end-vs-access", strategy="pct", schedules=5,
+                         params={"discarded": 0}, defects=["recover-ignores-host-level"],
+                         stop_on_first=True)
+    assert res.params["discarded"] == 0
+    f, = res.failures
+    assert f.category == "HostSafetyViolation" and "beyond memslot" in f.message

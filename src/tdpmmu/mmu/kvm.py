@@ -223,16 +223,26 @@ class KvmMemorySlot:
     def max_mapping_level(self, gfn: int) -> int:
         """Largest level whose aligned range around ``gfn`` lies in the slot and is
         backed by one host page of that size (the lpage_info disallow counts and
-        host_pfn_mapping_level, combined)."""
+        host_pfn_mapping_level, combined).  A host page of the range moved on its own
+        (the host split its huge page to migrate or discard it) leaves the range mapped
+        by smaller host pages; a whole folio migrated to an aligned one keeps it huge."""
         level = self.backing_level
         while level > S.PG_LEVEL_4K:
             n = S.KVM_PAGES_PER_HPAGE(level)
             start = S.gfn_round_for_level(gfn, level)
             if (start >= self.base_gfn and start + n <= self.base_gfn + self.npages
-                    and (self.gfn_to_pfn(start) % n) == 0):
+                    and (self.gfn_to_pfn(start) % n) == 0 and self._host_contiguous(start, n)):
                 return level
             level -= 1
         return S.PG_LEVEL_4K
+
+    def _host_contiguous(self, start: int, n: int) -> bool:
+        """Do gfns [start, start + n) map consecutive host pfns?"""
+        if not self.remapped:
+            return True
+        first = self.gfn_to_pfn(start)
+        return all(p == first + (g - start) for g, p in self.remapped.items()
+                   if start <= g < start + n)
 
 
 @dataclass

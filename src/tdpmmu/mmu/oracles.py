@@ -194,12 +194,39 @@ _FROZEN = np.uint64(S.FROZEN_SPTE)
 _PRESENT = np.uint64(S.SPTE_MMU_PRESENT_MASK)
 
 
+def _stale_leaf(kvm, as_id: int, gfn: int, level: int, pfn: int) -> str | None:
+    """Why a present leaf does not map what the memslots of ``as_id`` say now (every gfn
+    it covers, to the host page backing it), or None."""
+    n = S.KVM_PAGES_PER_HPAGE(level)
+    what = f"{S.level_name(level)} leaf of gfn {gfn:#x} (address space {as_id})"
+    slot = kvm.gfn_to_memslot(as_id, gfn)
+    if slot is None:
+        return f"{what} maps host pfn {pfn:#x}, but no memslot covers that gfn"
+    if gfn + n > slot.base_gfn + slot.npages:
+        return f"{what} extends beyond {slot.name}"
+    want = slot.gfn_to_pfn(gfn)
+    if want != pfn:
+        return f"{what} maps host pfn {pfn:#x}, but {slot.name} backs it with {want:#x}"
+    if n > 1 and slot.remapped:
+        for g, p in slot.remapped.items():
+            if gfn <= g < gfn + n and p != pfn + (g - gfn):
+                return (f"{what} maps gfn {g:#x} to host pfn {pfn + (g - gfn):#x}, but the "
+                        f"host moved that page to {p:#x}")
+    return None
+
+
 def check_mmu_structure(kvm, where: str) -> None:
     """Walk every root on tdp_mmu_roots (no scheduling points) and check the structure
-    and the statistics.  Call only at quiescent points."""
+    and the statistics; and, when no invalidation or memslot update is in progress,
+    that every present leaf maps what the memslots say (HostSafetyViolation: an SPTE
+    survived the invalidation or memslot change that should have zapped it).  Call only
+    at quiescent points."""
     leaves = {1: 0, 2: 0, 3: 0}
     tables = 0
     problems: list[str] = []
+    stale: list[str] = []
+    translations = not (kvm.mmu_invalidate_in_progress or kvm.memslot_updates_in_progress)
+    as_id = 0
 
     def walk(sp, level):
         nonlocal tables
@@ -225,6 +252,10 @@ def check_mmu_structure(kvm, where: str) -> None:
                                     f"not aligned to level {level}")
                 if level in leaves:
                     leaves[level] += 1
+                if translations:
+                    why = _stale_leaf(kvm, as_id, gfn, level, S.spte_to_pfn(v))
+                    if why is not None:
+                        stale.append(f"{pt.name}[{i}]: {why}")
                 continue
             child = kvm.pt_by_pfn.get(S.spte_to_pfn(v))
             if child is None:
@@ -239,6 +270,7 @@ def check_mmu_structure(kvm, where: str) -> None:
             walk(child, level - 1)
 
     for root in kvm.arch.tdp_mmu_roots.peek_all():
+        as_id = root.as_id
         walk(root, root.role.level)
     st = kvm.stat
     for level, have in ((1, st.pages_4k), (2, st.pages_2m), (3, st.pages_1g)):
@@ -252,6 +284,11 @@ def check_mmu_structure(kvm, where: str) -> None:
         v = StructureViolation(f"MMU structure inconsistent {where}: {problems[0]}")
         for p in problems[:8]:
             v.add_evidence("problem", p)
+        raise v
+    if stale:
+        v = HostSafetyViolation(f"stale SPTE {where}: {stale[0]}")
+        for p in stale[:8]:
+            v.add_evidence("stale", p)
         raise v
 
 

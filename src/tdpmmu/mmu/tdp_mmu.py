@@ -2301,7 +2301,8 @@ def recover_huge_pages_range(kvm, root: KvmMmuPage, slot) -> None:
                 break
             if iter.gfn < start or iter.gfn >= end:
                 break
-            if slot.max_mapping_level(iter.gfn) < iter.level:
+            if (slot.max_mapping_level(iter.gfn) < iter.level
+                    and not traps.defect("recover-ignores-host-level")):
                 break
             r, huge_spte = tdp_mmu_make_huge_spte(kvm, iter)
             if r == -EAGAIN:
@@ -2339,7 +2340,8 @@ def _bulk_recover_huge_leaf_table(kvm, iter: TdpIter, slot, start: int, end: int
     for i in (tables + first).tolist():                 # present non-leaf entries
         old = vals[i]
         gfn = base + i * S.SPTE_ENT_PER_PAGE
-        if gfn < start or gfn >= end or slot.max_mapping_level(gfn) < level:
+        if gfn < start or gfn >= end or (slot.max_mapping_level(gfn) < level and not
+                                         traps.defect("recover-ignores-host-level")):
             continue
         cvals = by_pfn[(old & S.SPTE_BASE_ADDR_MASK) >> S.PAGE_SHIFT].spt.vals
         leaf = cvals[0]                                 # the first present leaf

@@ -1009,6 +1009,16 @@ register_defect("uninit-no-rcu-barrier",
                 source="historical, outside the catalogue (the rcu_barrier() of "
                        "kvm_mmu_uninit_tdp_mmu, with RCU-protected page tables, "
                        "7cca2d0b7e7d); first a held-out mutation (round 4)")
+register_defect("recover-ignores-host-level",
+                "huge page recovery ignores the host mapping level",
+                "HostSafetyViolation", ["mmu-migration-end-vs-access"],
+                "recover_huge_pages_range (dirty logging turned off) replaces a page table "
+                "by a huge SPTE without kvm_mmu_max_mapping_level: where the host no longer "
+                "backs the region with one huge page (a page discarded during the "
+                "migration) the huge SPTE maps the other gfns to pfns counted from the "
+                "first leaf's -- the discarded page among them.  Explored with discarded=1.",
+                source="plausible; first a held-out mutation (round 4)",
+                params={"discarded": 1})
 register_defect("zap-invalidated-roots-one-as",
                 "invalidated roots zapped in one address space only",
                 "KernelWarning", ["mmu-smm-teardown"],

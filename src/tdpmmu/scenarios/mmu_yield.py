@@ -13,6 +13,7 @@ from ..mmu import (READ_ACCESS, WRITE_ACCESS, guest_access, kvm_create_vcpu, kvm
                    kvm_set_memory_region)
 from ..mmu import spte as S
 from ..mmu.mmu import kvm_get_dirty_log_protect, kvm_host_remap_gfn, kvm_mmu_unload
+from ..runtime.errors import UsageError
 from ..sync import Completion, mutex_lock, mutex_unlock
 from .mmu_core import MMU, enable_dirty_logging, run_flows, write_pages
 from .registry import scenario
@@ -78,16 +79,22 @@ def mmu_large_guest_migration(tables: int = 16, hints: int = 2):
 
 
 @scenario("mmu-migration-end-vs-access", tags=MMU, dfs_bound=1, max_steps=80_000,
-          key_branches=("huge-page-recovered", "yield-mid-walk"))
-def mmu_migration_end_vs_access(regions: int = 3, vcpus: int = 2):
+          key_branches=("huge-page-recovered", "yield-mid-walk"),
+          variants=({"discarded": 1},))
+def mmu_migration_end_vs_access(regions: int = 3, vcpus: int = 2, discarded: int = 0):
     """The end (or the cancellation) of a live migration on 2M-backed memory: dirty
     logging has the guest mapped at 4K, and the VMM turns it off, so KVM recovers the
     huge pages in place (kvm_mmu_recover_huge_pages under the read lock, one page table
     at a time, flushing before it yields and at the end) while the vCPUs keep running:
     in every 2 MiB region each reads a page it has not touched yet (a TLB miss: the walk
     starts from the paging-structure cache its earlier walks filled) and writes again
-    one it had."""
+    one it had.  ``discarded``: in that many regions the host took a page away during
+    the migration (free page hinting: the VMM discarded a page the guest reported free,
+    splitting the host's huge page), so those regions are no longer backed by one 2M
+    host page and must stay mapped at 4K."""
     from ..mmu.kvm import KVM_MEM_LOG_DIRTY_PAGES
+    if not 0 <= discarded <= regions:
+        raise UsageError(f"discarded={discarded}: must be between 0 and regions={regions}")
     kvm = kvm_create_vm()
     kvm_set_memory_region(kvm, 0, 0, 0, regions * TABLE, S.PG_LEVEL_2M,
                           flags=KVM_MEM_LOG_DIRTY_PAGES)
@@ -97,6 +104,9 @@ def mmu_migration_end_vs_access(regions: int = 3, vcpus: int = 2):
     for v in kvm.vcpus:                     # migrated so far: written at 4K (logging on)
         for r in range(regions):
             guest_access(v, (r * TABLE + 16 * v.vcpu_id) << S.PAGE_SHIFT, WRITE_ACCESS)
+    for r in range(discarded):              # the page vCPU 0 reads next, a fresh one now
+        gfn = r * TABLE + 1
+        kvm_host_remap_gfn(kvm, 0, gfn, slot.gfn_to_pfn(gfn) + (1 << 20))
 
     def vcpu_body(v):
         def run():
