@@ -277,6 +277,45 @@ MUTATIONS = {
         "without re-reading it (the re-read came with RCU-protected tables, 7cca2d0b7e7d)",
         [(I, "    iter.old_spte = spte = iter.pt.read_once(iter.idx)\n",
              "    spte = iter.old_spte\n")]),
+    # -- fifth round (stop 16, after round 4's fixes): written before any was run -------
+    "range-add-overwrites": (
+        "historical (review, 2023): kvm_mmu_invalidate_range_add sets the range whenever "
+        "one invalidation is in progress, so the last memslot's range replaces the "
+        "earlier ones' (the first version of 'KVM: Use gfn instead of hva for "
+        "mmu_notifier_retry')",
+        [(M, "    if lo == INVALID_GPA:\n        kvm.mmu_invalidate_range = (start, end)\n",
+             "    if kvm.mmu_invalidate_in_progress == 1:\n        kvm.mmu_invalidate_range = (start, end)\n")]),
+    "alloc-root-ignores-smm": (
+        "plausible: the root lookup under tdp_mmu_pages_lock compares the level and "
+        "guest mode only, not the address space (an SMM vCPU may reuse the normal root)",
+        [(T, "            if root.role == role and not root_is_invalid(root):\n"
+             "                if valid_roots_may_be_dying():\n",
+             "            if (root.role.level == role.level and root.role.guest_mode == role.guest_mode\n"
+             "                    and not root_is_invalid(root)):\n"
+             "                if valid_roots_may_be_dying():\n")]),
+    "unmap-skips-invalid-roots": (
+        "plausible: the mmu_notifier unmap walks valid roots only (a vCPU that has not "
+        "reloaded yet still runs on an invalid one)",
+        [(T, "    types = KVM_DIRECT_ROOTS | KVM_INVALID_ROOTS\n", "    types = KVM_DIRECT_ROOTS\n")]),
+    "memslot-not-marked-invalid": (
+        "plausible: a memslot DELETE/MOVE publishes the old slot unchanged instead of a "
+        "KVM_MEMSLOT_INVALID copy before zapping it",
+        [(M, "    invalid = replace(slot, flags=slot.flags | KVM_MEMSLOT_INVALID)\n",
+             "    invalid = replace(slot)\n")]),
+    "zap-all-fast-skips-zap": (
+        "plausible: kvm_mmu_zap_all_fast invalidates the roots and asks vCPUs to reload "
+        "but never zaps the invalidated roots",
+        [(M, "    kvm_make_all_cpus_request(kvm, KVM_REQ_MMU_FREE_OBSOLETE_ROOTS)\n"
+             "    write_unlock(kvm.mmu_lock)\n    kvm_tdp_mmu_zap_invalidated_roots(kvm, True)\n",
+             "    kvm_make_all_cpus_request(kvm, KVM_REQ_MMU_FREE_OBSOLETE_ROOTS)\n"
+             "    write_unlock(kvm.mmu_lock)\n")]),
+    "map-returns-inside-rcu": (
+        "plausible: kvm_tdp_mmu_map returns RET_PF_RETRY on a frozen SPTE without "
+        "rcu_read_unlock",
+        [(T, "            traps.cover(\"frozen-spte-seen\")\n            break                                   # RET_PF_RETRY\n"
+             "        if iter.level == fault.goal_level:\n",
+             "            traps.cover(\"frozen-spte-seen\")\n            return RET_PF_RETRY\n"
+             "        if iter.level == fault.goal_level:\n")]),
 }
 
 
