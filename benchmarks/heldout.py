@@ -283,8 +283,9 @@ MUTATIONS = {
         "one invalidation is in progress, so the last memslot's range replaces the "
         "earlier ones' (the first version of 'KVM: Use gfn instead of hva for "
         "mmu_notifier_retry')",
-        [(M, "    if lo == INVALID_GPA:\n        kvm.mmu_invalidate_range = (start, end)\n",
-             "    if kvm.mmu_invalidate_in_progress == 1:\n        kvm.mmu_invalidate_range = (start, end)\n")]),
+        # (since stop 16 also the registered defect of that name: the patch enables it)
+        [(M, "        first = lo == INVALID_GPA\n",
+             "        first = kvm.mmu_invalidate_in_progress == 1\n")]),
     "alloc-root-ignores-smm": (
         "plausible: the root lookup under tdp_mmu_pages_lock compares the level and "
         "guest mode only, not the address space (an SMM vCPU may reuse the normal root)",

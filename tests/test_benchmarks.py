@@ -76,7 +76,7 @@ def test_heldout_patches_of_registered_defects_put_the_defect_back():
         with tempfile.TemporaryDirectory() as tmp:
             root = heldout.make_copy(pathlib.Path(tmp), name)
             argv = [sys.executable, "-m", "tdpmmu", "explore", d.scenarios[0], "--schedules",
-                    "60", "--stop-on-first", "--json"]
+                    "200", "--stop-on-first", "--json"]
             for k, v in d.params.items():
                 argv += ["--param", f"{k}={str(v).lower()}"]
             out = subprocess.run(argv, capture_output=True, text=True, cwd=tmp,

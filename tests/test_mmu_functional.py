@@ -476,3 +476,13 @@ def test_stale_leaves_are_found_when_the_threads_are_gone():
     assert res.params["discarded"] == 0
     f, = res.failures
     assert f.category == "HostSafetyViolation" and "beyond memslot" in f.message
+
+
+def test_one_invalidation_over_two_memslots():
+    """A folio migrated across the boundary of two adjacent memslots: one invalidation,
+    one range per slot, the in-progress range covering both.  Clean; keeping only the
+    last slot's range lets a fault in the first slot map the page being taken back."""
+    from mmu_helpers import check_variant_and_its_defect
+    check_variant_and_its_defect("mmu-notifier-remap-vs-fault", {"two_slots": True},
+                                 "range-add-overwrites", "HostSafetyViolation",
+                                 find_schedules=200, without={"two_slots": False})

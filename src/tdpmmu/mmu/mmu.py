@@ -743,7 +743,13 @@ def kvm_mmu_invalidate_range_add(kvm: Kvm, start: int, end: int) -> None:
     WARN(not kvm.mmu_invalidate_in_progress,
          "WARN_ON_ONCE in kvm_mmu_invalidate_range_add: no invalidation in progress")
     lo, hi = kvm.mmu_invalidate_range
-    if lo == INVALID_GPA:
+    if traps.defect("range-add-overwrites"):
+        # the first version of 'KVM: Use gfn instead of hva for mmu_notifier_retry'
+        # (caught in review): "the first range" meant "one invalidation in progress"
+        first = kvm.mmu_invalidate_in_progress == 1
+    else:
+        first = lo == INVALID_GPA
+    if first:
         kvm.mmu_invalidate_range = (start, end)
     else:
         kvm.mmu_invalidate_range = (min(lo, start), max(hi, end))
@@ -1182,14 +1188,23 @@ def kvm_host_remap_gfn(kvm: Kvm, as_id: int, gfn: int, new_pfn: int) -> None:
 def kvm_host_migrate_folio(kvm: Kvm, as_id: int, gfn: int, npages: int, new_pfn: int) -> None:
     """The host migrates a folio of ``npages`` pages backing [gfn, gfn + npages) (NUMA
     balancing, compaction): one notifier-bracketed change for the whole folio, the
-    old pages given back once invalidate_range_start returned."""
-    slot = kvm.gfn_to_memslot(as_id, gfn)
-    old_pfn = slot.gfn_to_pfn(gfn)
+    old pages given back once invalidate_range_start returned.  The folio may straddle
+    two memslots that are adjacent in the host's address space (one RAM block mapped by
+    two slots, as QEMU does around the PCI hole)."""
+    parts = []                                  # (slot, first gfn, pages) per memslot
+    g = gfn
+    while g < gfn + npages:
+        slot = kvm.gfn_to_memslot(as_id, g)
+        n = min(gfn + npages, slot.base_gfn + slot.npages) - g
+        parts.append((slot, g, n))
+        g += n
+    old = [(slot.gfn_to_pfn(first), n) for slot, first, n in parts]
     kvm_mmu_notifier_invalidate_range_start(kvm, gfn, gfn + npages)
-    kvm.freed_host_ranges.append((old_pfn, npages, f"folio of gfns {gfn:#x}+{npages} "
-                                                   f"migrated"))
-    for i in range(npages):
-        slot.remapped[gfn + i] = new_pfn + i
+    for old_pfn, n in old:
+        kvm.freed_host_ranges.append((old_pfn, n, f"folio of gfns {gfn:#x}+{npages} migrated"))
+    for slot, first, n in parts:
+        for i in range(n):
+            slot.remapped[first + i] = new_pfn + (first - gfn) + i
     kvm_mmu_notifier_invalidate_range_end(kvm, gfn, gfn + npages)
 
 

@@ -465,19 +465,28 @@ def mmu_dirty_clear_vs_zap():
     return spawn_teardown(kvm, tasks)
 
 @scenario("mmu-notifier-remap-vs-fault", tags=MMU, dfs_bound=2, max_steps=60_000,
-          key_branches=("fault-retry",), variants=({"memslot_update": True},))
+          key_branches=("fault-retry",),
+          variants=({"memslot_update": True}, {"two_slots": True}))
 def mmu_notifier_remap_vs_fault(vcpus: int = 2, seq_start: int = 0,
-                                memslot_update: bool = False):
+                                memslot_update: bool = False, two_slots: bool = False):
     """The host migrates the page backing a GFN (mmu_notifier invalidate_range_start:
     zap + flush; remap; invalidate_range_end: bump mmu_invalidate_seq) while vCPUs
     write-fault that GFN: a fault that resolved the old pfn must retry.  ``seq_start``:
     the invalidations the VM has already seen (mmu_invalidate_seq at creation).
     ``memslot_update``: meanwhile the VMM adds a memslot (its installation waits for
-    the invalidation in flight)."""
-    from ..mmu.mmu import kvm_host_remap_gfn
+    the invalidation in flight).  ``two_slots``: the guest's RAM is one host block
+    mapped by two adjacent memslots (QEMU's split around the PCI hole) and the host
+    migrates a two-page folio across their boundary; the GFN is the first slot's last
+    page (one invalidation, one range per memslot)."""
+    from ..mmu.mmu import kvm_host_migrate_folio, kvm_host_remap_gfn
     from ..mmu.kvm import HOST_PFN_BASE
-    kvm = build_vm(vcpus, mmu_invalidate_seq=seq_start)
-    gfn = 9
+    if two_slots:
+        kvm = build_vm(vcpus, npages=512, mmu_invalidate_seq=seq_start)
+        kvm_set_memory_region(kvm, 0, 1, 512, 512, S.PG_LEVEL_4K)
+        gfn = 511
+    else:
+        kvm = build_vm(vcpus, mmu_invalidate_seq=seq_start)
+        gfn = 9
     new_pfn = HOST_PFN_BASE // 2 + gfn           # a fresh host page
     pfns = {}
 
@@ -486,12 +495,15 @@ def mmu_notifier_remap_vs_fault(vcpus: int = 2, seq_start: int = 0,
             pfns[v.name] = guest_access(v, gfn << 12, WRITE_ACCESS)
         return run
 
-    others = {"host_migrate": lambda: kvm_host_remap_gfn(kvm, 0, gfn, new_pfn)}
+    if two_slots:
+        others = {"host_migrate": lambda: kvm_host_migrate_folio(kvm, 0, gfn, 2, new_pfn)}
+    else:
+        others = {"host_migrate": lambda: kvm_host_remap_gfn(kvm, 0, gfn, new_pfn)}
     if memslot_update:
         def vmm():
             from ..mmu.mmu import kvm_create_memslot
             mutex_lock(kvm.slots_lock)
-            kvm_create_memslot(kvm, 0, 1, 2048, 16)
+            kvm_create_memslot(kvm, 0, 2 if two_slots else 1, 2048, 16)
             mutex_unlock(kvm.slots_lock)
         others["vmm"] = vmm
     return run_flows(kvm, vcpu_body, **others)
@@ -1019,6 +1031,18 @@ register_defect("recover-ignores-host-level",
                 "first leaf's -- the discarded page among them.  Explored with discarded=1.",
                 source="plausible; first a held-out mutation (round 4)",
                 params={"discarded": 1})
+register_defect("range-add-overwrites",
+                "one invalidation keeps only its last memslot's range",
+                "HostSafetyViolation", ["mmu-notifier-remap-vs-fault"],
+                "kvm_mmu_invalidate_range_add replaces the in-progress range while one "
+                "invalidation is in progress instead of widening it, so an invalidation "
+                "spanning two memslots keeps only the second slot's part: a fault in the "
+                "first slot's part that resolved the old pfn does not retry and maps the "
+                "page the host is taking back.  Explored with two_slots=true.",
+                source="historical (review, 2023: the first version of 'KVM: Use gfn "
+                       "instead of hva for mmu_notifier_retry'); first a held-out "
+                       "mutation (round 5)",
+                params={"two_slots": True})
 register_defect("zap-invalidated-roots-one-as",
                 "invalidated roots zapped in one address space only",
                 "KernelWarning", ["mmu-smm-teardown"],
