@@ -226,11 +226,16 @@ MUTATIONS = {
              "    for as_id, lo, hi in ranges:                    # kvm_mmu_unmap_gfn_range per memslot\n"
              "        kvm_mmu_invalidate_range_add(kvm, lo, hi)\n"
              "        flush = kvm_unmap_gfn_range(kvm, as_id, lo, hi, flush)\n"
-             "    if flush:\n        kvm_flush_remote_tlbs(kvm)\n    write_unlock(kvm.mmu_lock)\n",
+             "    if flush:\n        kvm_flush_remote_tlbs(kvm)\n"
+             "    for as_id, lo, hi in ranges:        # what the host relies on once this returns\n"
+             "        oracles.check_range_unmapped(kvm, as_id, lo, hi)\n"
+             "    write_unlock(kvm.mmu_lock)\n",
              "    flush = False\n"
              "    for as_id, lo, hi in ranges:\n"
              "        flush = kvm_unmap_gfn_range(kvm, as_id, lo, hi, flush)\n"
-             "    if flush:\n        kvm_flush_remote_tlbs(kvm)\n    write_unlock(kvm.mmu_lock)\n"
+             "    if flush:\n        kvm_flush_remote_tlbs(kvm)\n"
+             "    for as_id, lo, hi in ranges:\n        oracles.check_range_unmapped(kvm, as_id, lo, hi)\n"
+             "    write_unlock(kvm.mmu_lock)\n"
              "    write_lock(kvm.mmu_lock)\n    kvm_mmu_invalidate_begin(kvm)\n"
              "    for as_id, lo, hi in ranges:\n        kvm_mmu_invalidate_range_add(kvm, lo, hi)\n"
              "    write_unlock(kvm.mmu_lock)\n")]),

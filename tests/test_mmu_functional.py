@@ -486,3 +486,15 @@ def test_one_invalidation_over_two_memslots():
     check_variant_and_its_defect("mmu-notifier-remap-vs-fault", {"two_slots": True},
                                  "range-add-overwrites", "HostSafetyViolation",
                                  find_schedules=200, without={"two_slots": False})
+
+
+def test_invalidate_range_start_leaves_no_spte_on_the_range():
+    """The notifier's contract is checked when invalidate_range_start returns (before
+    any guest access could go through a stale SPTE): a notifier that skips the unmap is
+    reported there, naming the root that still maps the page."""
+    import tdpmmu
+    res = tdpmmu.explore("mmu-notifier-remap-vs-fault", strategy="pct", schedules=50,
+                         defects=["notifier-skips-unmap"], stop_on_first=True)
+    f, = res.failures
+    assert f.category == "HostSafetyViolation"
+    assert "invalidate_range_start of gfns [0x9, 0xa)" in f.message and "still maps" in f.message

@@ -1099,6 +1099,8 @@ def kvm_mmu_notifier_invalidate_range_start(kvm: Kvm, start: int, end: int) -> N
         flush = kvm_unmap_gfn_range(kvm, as_id, lo, hi, flush)
     if flush:
         kvm_flush_remote_tlbs(kvm)
+    for as_id, lo, hi in ranges:        # what the host relies on once this returns
+        oracles.check_range_unmapped(kvm, as_id, lo, hi)
     write_unlock(kvm.mmu_lock)
 
 

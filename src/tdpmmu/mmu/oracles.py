@@ -151,6 +151,26 @@ def peek_translation(kvm, root, gfn: int):
         level -= 1
 
 
+def check_range_unmapped(kvm, as_id: int, start: int, end: int) -> None:
+    """The mmu_notifier contract, when invalidate_range_start is about to return: no
+    SPTE of any root of ``as_id`` -- valid or invalid -- maps a gfn of [start, end), for
+    the host takes those pages back next (no scheduling points)."""
+    for root in kvm.arch.tdp_mmu_roots.peek_all():
+        if root.as_id != as_id or root.spt.freed:
+            continue
+        gfn = start
+        while gfn < end:
+            spte, level = peek_translation(kvm, root, gfn)
+            if spte is not None:
+                raise HostSafetyViolation(
+                    f"invalidate_range_start of gfns [{start:#x}, {end:#x}) (address space "
+                    f"{as_id}) is returning, but {root.spt.name}"
+                    f"{' (invalid)' if root.hdr.peek(HDR_INVALID) else ''} still maps gfn "
+                    f"{gfn:#x} with a {S.level_name(level)} SPTE {spte:#x}: the host takes "
+                    f"the page back next")
+            gfn = S.gfn_round_for_level(gfn, level) + S.KVM_PAGES_PER_HPAGE(level)
+
+
 def check_tlb_hit(vcpu, entry, gfn: int, access: str) -> None:
     """A guest access is about to use ``entry`` from the vCPU's TLB."""
     kvm = vcpu.kvm
