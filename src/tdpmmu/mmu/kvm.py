@@ -231,18 +231,22 @@ class KvmMemorySlot:
             n = S.KVM_PAGES_PER_HPAGE(level)
             start = S.gfn_round_for_level(gfn, level)
             if (start >= self.base_gfn and start + n <= self.base_gfn + self.npages
-                    and (self.gfn_to_pfn(start) % n) == 0 and self._host_contiguous(start, n)):
+                    and (self.gfn_to_pfn(start) % n) == 0 and self.moved_alone(start, n) is None):
                 return level
             level -= 1
         return S.PG_LEVEL_4K
 
-    def _host_contiguous(self, start: int, n: int) -> bool:
-        """Do gfns [start, start + n) map consecutive host pfns?"""
+    def moved_alone(self, start: int, n: int) -> int | None:
+        """The first gfn of [start, start + n) (in remap order) whose host page is not
+        the one after ``start``'s at that offset -- the host moved it on its own -- or
+        None if the range maps consecutive host pfns."""
         if not self.remapped:
-            return True
+            return None
         first = self.gfn_to_pfn(start)
-        return all(p == first + (g - start) for g, p in self.remapped.items()
-                   if start <= g < start + n)
+        for g, p in self.remapped.items():
+            if start <= g < start + n and p != first + (g - start):
+                return g
+        return None
 
 
 @dataclass

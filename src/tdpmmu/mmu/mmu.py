@@ -1193,18 +1193,17 @@ def kvm_host_migrate_folio(kvm: Kvm, as_id: int, gfn: int, npages: int, new_pfn:
     old pages given back once invalidate_range_start returned.  The folio may straddle
     two memslots that are adjacent in the host's address space (one RAM block mapped by
     two slots, as QEMU does around the PCI hole)."""
-    parts = []                                  # (slot, first gfn, pages) per memslot
+    parts = []                          # (slot, first gfn, pages, old pfn) per memslot
     g = gfn
     while g < gfn + npages:
         slot = kvm.gfn_to_memslot(as_id, g)
         n = min(gfn + npages, slot.base_gfn + slot.npages) - g
-        parts.append((slot, g, n))
+        parts.append((slot, g, n, slot.gfn_to_pfn(g)))
         g += n
-    old = [(slot.gfn_to_pfn(first), n) for slot, first, n in parts]
     kvm_mmu_notifier_invalidate_range_start(kvm, gfn, gfn + npages)
-    for old_pfn, n in old:
+    for slot, first, n, old_pfn in parts:
         kvm.freed_host_ranges.append((old_pfn, n, f"folio of gfns {gfn:#x}+{npages} migrated"))
-    for slot, first, n in parts:
+    for slot, first, n, _ in parts:
         for i in range(n):
             slot.remapped[first + i] = new_pfn + (first - gfn) + i
     kvm_mmu_notifier_invalidate_range_end(kvm, gfn, gfn + npages)

@@ -227,11 +227,10 @@ def _stale_leaf(kvm, as_id: int, gfn: int, level: int, pfn: int) -> str | None:
     want = slot.gfn_to_pfn(gfn)
     if want != pfn:
         return f"{what} maps host pfn {pfn:#x}, but {slot.name} backs it with {want:#x}"
-    if n > 1 and slot.remapped:
-        for g, p in slot.remapped.items():
-            if gfn <= g < gfn + n and p != pfn + (g - gfn):
-                return (f"{what} maps gfn {g:#x} to host pfn {pfn + (g - gfn):#x}, but the "
-                        f"host moved that page to {p:#x}")
+    g = slot.moved_alone(gfn, n) if n > 1 else None
+    if g is not None:
+        return (f"{what} maps gfn {g:#x} to host pfn {pfn + (g - gfn):#x}, but the host "
+                f"moved that page to {slot.gfn_to_pfn(g):#x}")
     return None
 
 

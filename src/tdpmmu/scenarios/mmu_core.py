@@ -46,10 +46,8 @@ def spawn_teardown(kvm, tasks):
         kvm_destroy_vm(kvm)
         # kvm_arch_destroy_vm is done and struct kvm is about to be freed: checked in the
         # same step (at the end of the execution the grace-period thread has run them)
-        if rcu_pending_callbacks():
-            raise InvariantViolation(
-                f"{rcu_pending_callbacks()} RCU callback(s) still pending when kvm_destroy_vm "
-                f"returned: page tables of the VM would be freed after the VM")
+        check_rcu_drained("still pending when kvm_destroy_vm returned: page tables of the "
+                          "VM would be freed after the VM")
     spawn("vm_teardown", teardown)
     return lambda: teardown_check(kvm)
 
@@ -73,14 +71,18 @@ def run_flows(kvm, vcpu_body, **others):
     return spawn_teardown(kvm, tasks)
 
 
+def check_rcu_drained(when: str) -> None:
+    """No RCU callback may be pending (``when``: what the count is reported as)."""
+    if rcu_pending_callbacks():
+        raise InvariantViolation(f"{rcu_pending_callbacks()} RCU callback(s) {when}")
+
+
 def teardown_check(kvm) -> None:
     """The kernel's end-of-life expectations, after kvm_destroy_vm."""
     if kvm.arch.tdp_mmu_roots.peek_all():
         raise InvariantViolation("roots left after VM teardown: "
                                  + ", ".join(r.name for r in kvm.arch.tdp_mmu_roots.peek_all()))
-    if rcu_pending_callbacks():
-        raise InvariantViolation(f"{rcu_pending_callbacks()} RCU callback(s) pending after "
-                                 f"VM teardown")
+    check_rcu_drained("pending after VM teardown")
     for level, n in ((1, kvm.stat.pages_4k), (2, kvm.stat.pages_2m), (3, kvm.stat.pages_1g)):
         if n:
             raise InvariantViolation(f"pages_{S.level_name(level).lower()} = {n} after teardown")
